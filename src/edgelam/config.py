@@ -67,7 +67,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            raise ConfigError(f"{path}: unknown config format {suffix!r} (use .toml, .yaml or .json)")
+            raise ConfigError(
+                f"{path}: unknown config format {suffix!r} (use .toml, .yaml or .json)"
+            )
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: cannot parse: {err}") from err
     if not isinstance(data, dict):
@@ -92,7 +94,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 return _coerce(value, arg, name)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{name}: {value!r} matches none of {args}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{name}: {value!r} matches none of {args}"
+        )
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{name}: {value!r} is not one of {list(args)}")

@@ -87,7 +87,10 @@ class RunDir:
         """
         path = Path(path)
         cfg_path = path / CONFIG_FILE
-        record = {"config": _jsonable(config), "versions": library_versions("torch", "sionna-no-rt")}
+        record = {
+            "config": _jsonable(config),
+            "versions": library_versions("torch", "sionna-no-rt"),
+        }
         if cfg_path.exists():
             if resume:
                 stored = read_config(path)
@@ -119,7 +122,9 @@ class RunDir:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
-        _atomic_write(self.path / SUMMARY_FILE, json.dumps(_jsonable(summary), indent=2, sort_keys=True))
+        _atomic_write(
+            self.path / SUMMARY_FILE, json.dumps(_jsonable(summary), indent=2, sort_keys=True)
+        )
 
     def plot_path(self, name: str) -> Path:
         """Where a plot called ``name`` (``.png`` appended if missing) belongs."""
