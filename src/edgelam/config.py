@@ -161,7 +161,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
         name = str(key).replace("-", "_")
         if name not in fields:
             allowed = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown field {prefix}{key!r}; allowed fields: {allowed}")
+            raise ConfigError(f"unknown field {prefix + str(key)!r}; allowed fields: {allowed}")
         kwargs[name] = _coerce(value, hints[name], prefix + name)
     try:
         return cls(**kwargs)

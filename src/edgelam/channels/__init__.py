@@ -1,17 +1,28 @@
-"""3GPP TR 38.901 CSI sequences: generation (Sionna), HDF5 datasets, loading and partitioning."""
+"""3GPP TR 38.901 CSI sequences: generation (Sionna), HDF5 datasets, loading and partitioning.
 
-from edgelam.channels.config import CHANNEL_MODELS, ChannelConfig, model_family
-from edgelam.channels.generate import ChannelGenerator, CSIBatch
-from edgelam.channels.store import CSIFile, CSIFileError, CSIWriter, generate_dataset
+Submodules are imported on first use, so that ``edgelam.channels.config`` (and the CLI) load
+without importing Sionna.
+"""
 
-__all__ = [
-    "CHANNEL_MODELS",
-    "ChannelConfig",
-    "ChannelGenerator",
-    "CSIBatch",
-    "CSIFile",
-    "CSIFileError",
-    "CSIWriter",
-    "generate_dataset",
-    "model_family",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "CHANNEL_MODELS": "config",
+    "ChannelConfig": "config",
+    "model_family": "config",
+    "ChannelGenerator": "generate",
+    "CSIBatch": "generate",
+    "CSIFile": "store",
+    "CSIFileError": "store",
+    "CSIWriter": "store",
+    "generate_dataset": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"edgelam.channels.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'edgelam.channels' has no attribute {name!r}")

@@ -41,7 +41,9 @@ class ChannelConfig:
         "nlos",
         "UMa/UMi link state: forced NLOS, forced LOS, or drawn with the 38.901 LOS probability",
     )
-    num_samples: int = option(2000, "number of user trajectories (samples) to generate")
+    num_samples: int = option(
+        2000, "number of user trajectories (samples) to generate", aliases=("--samples",)
+    )
     seed: int = option(0, "seed of every random draw (Sionna's and edgelam's)")
     carrier_frequency_hz: float = option(2.4e9, "carrier frequency [Hz]")
     bs_rows: int = option(4, "rows of the base-station uniform planar array")

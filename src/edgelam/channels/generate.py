@@ -112,7 +112,7 @@ class ChannelGenerator:
         self._models: dict[str, object] = {}
 
     # -- Sionna models -------------------------------------------------------------------
-    def _model(self, batch_size: int):
+    def _model(self):
         """The Sionna channel model.
 
         System-level models (UMa/UMi) are built anew for every batch: they skip re-drawing
@@ -163,7 +163,7 @@ class ChannelGenerator:
         )
         snr = cfg.snr_db[0] + (cfg.snr_db[1] - cfg.snr_db[0]) * torch.rand(size, generator=gen)
         distance = torch.full((size,), float("nan"))
-        model = self._model(size)
+        model = self._model()
         num_slots, fs = cfg.num_slots, 1.0 / cfg.csi_period_s
 
         if self.family == "cdl":
@@ -178,6 +178,9 @@ class ChannelGenerator:
             )
             model._min_doppler = doppler
             model._max_doppler = doppler
+            # TDL-D/E: the specular path arrives at the angle between the LOS direction and
+            # the (random, horizontal) direction of motion, instead of Sionna's fixed pi/4.
+            model._los_angle_of_arrival = direction.view(size, *([1] * 6))
             a, tau = model(size, num_slots, fs)
             los = torch.full((size,), cfg.model in ("tdl-d", "tdl-e"))
         else:

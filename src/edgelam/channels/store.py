@@ -29,15 +29,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from edgelam.channels.config import ChannelConfig
-from edgelam.channels.generate import CSIBatch
 from edgelam.config import from_dict, to_dict
 from edgelam.runs import library_versions
+
+if TYPE_CHECKING:  # importing generate pulls in Sionna; readers must not need it
+    from edgelam.channels.generate import CSIBatch
 
 __all__ = ["CSIFile", "CSIFileError", "CSIWriter", "FORMAT", "FORMAT_VERSION", "META_FIELDS"]
 
@@ -288,6 +290,13 @@ class CSIFile:
             unique, inverse = np.unique(np.asarray(index, dtype=np.int64), return_inverse=True)
             return ds[unique][inverse]
         return ds[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an open h5py handle cannot cross a process boundary; the copy reopens lazily
+        state = dict(self.__dict__)
+        state["_h5"] = None
+        state.pop("_pid", None)
+        return state
 
     def close(self) -> None:
         if self._h5 is not None and self._h5.id.valid:

@@ -1,0 +1,175 @@
+"""The ``edgelam`` command line.
+
+User errors (bad config, missing or corrupted files, existing outputs) are printed as one line
+naming the problem, without a traceback, and the command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import rich_click as click
+from rich.console import Console
+from rich.table import Table
+
+from edgelam import __version__
+from edgelam.cli_config import config_from_cli, config_options
+from edgelam.config import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """Printed as ``error: ...`` with exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[bold red]error:[/] {self.format_message()}", highlight=False)
+
+
+class Group(click.RichGroup):
+    """A command group that turns known user errors into :class:`UserError`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from edgelam.channels.store import CSIFileError
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, CSIFileError, FileExistsError, FileNotFoundError) as err:
+            raise UserError(str(err)) from err
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="edgelam")
+def cli() -> None:
+    """edgelam: edge large AI models over simulated 6G radio links.
+
+    Train, serve and apply large transformer models split across edge devices and
+    servers, with every transmitted bit counted over 3GPP channels.
+    """
+
+
+@cli.group(cls=Group)
+def channels() -> None:
+    """3GPP TR 38.901 CSI datasets (Sionna): generate, inspect, demo."""
+
+
+from edgelam.channels.config import ChannelConfig  # noqa: E402
+
+
+@channels.command("generate")
+@config_options(ChannelConfig)
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="output HDF5 file"
+)
+@click.option("--overwrite", is_flag=True, help="replace an existing complete file at --out")
+@click.option("--no-resume", is_flag=True, help="start over instead of resuming an unfinished file")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def channels_generate(
+    out: Path, overwrite: bool, no_resume: bool, quiet: bool, **kwargs: Any
+) -> None:
+    """Generate a CSI dataset (HDF5) from a 38.901 model; resumes if interrupted.
+
+    Example: edgelam channels generate --model cdl-c --samples 2000 --speed-kmh 10 100
+    --seed 0 --out data/cdl_c.h5
+    """
+    import time
+
+    from edgelam.channels.store import generate_dataset
+
+    cfg = config_from_cli(ChannelConfig, kwargs)
+    start = time.perf_counter()
+    file = generate_dataset(cfg, out, overwrite=overwrite, resume=not no_resume, progress=not quiet)
+    seconds = time.perf_counter() - start
+    console.print(
+        f"wrote {out}: {len(file)} samples x {cfg.num_slots} slots x {cfg.num_subcarriers} "
+        f"subcarriers x {cfg.num_bs_antennas} antennas ({cfg.model}, {cfg.duplex}) "
+        f"in {seconds:.1f} s",
+        highlight=False,
+    )
+
+
+@channels.command("info")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")
+def channels_info(file: Path, as_json: bool) -> None:
+    """Shape, config, speed histogram and mean power of a CSI dataset."""
+    from edgelam.channels.info import dataset_info
+    from edgelam.channels.store import CSIFile
+
+    info = dataset_info(CSIFile.open(file))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=str(file), show_header=False)
+    cfg = info["config"]
+    for band, shape in info["shape"].items():
+        table.add_row(f"{band} shape", f"{shape} ({', '.join(info['dims'])}) complex64")
+    table.add_row(
+        "model", f"{cfg['model']} ({info['duplex']}), LOS fraction {info['los_fraction']:.2f}"
+    )
+    table.add_row(
+        "grid",
+        f"{cfg['num_subcarriers']} x {cfg['subcarrier_spacing_hz'] / 1e3:g} kHz at "
+        f"{cfg['carrier_frequency_hz'] / 1e9:g} GHz, slot {cfg['csi_period_s'] * 1e3:g} ms, "
+        f"{cfg['history_slots']} -> {cfg['future_slots']} slots",
+    )
+    for band, p in info["mean_power"].items():
+        table.add_row(f"mean power {band}", f"{p:.4g} ({info['mean_power_db'][band]:.2f} dB)")
+    table.add_row("norm mean / std", f"{info['norm_mean']:.4g} / {info['norm_std']:.4g}")
+    table.add_row("seed", str(cfg["seed"]))
+    table.add_row("size", f"{info['size_bytes'] / 2**20:.1f} MiB")
+    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    console.print(table)
+    hist = info["speed_kmh"]["histogram"]
+    peak = max(hist["counts"]) or 1
+    console.print("speed histogram \\[km/h]:")
+    for lo, hi, c in zip(hist["edges"][:-1], hist["edges"][1:], hist["counts"], strict=True):
+        console.print(f"  {lo:6.1f}-{hi:6.1f} {'#' * round(40 * c / peak)} {c}", highlight=False)
+
+
+from edgelam.experiments.channels_demo import ChannelsDemoConfig  # noqa: E402
+
+
+@channels.command("demo")
+@config_options(ChannelsDemoConfig)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/channels-demo"),
+              show_default=True, help="run directory")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="replace an existing run directory")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+def channels_demo(out: Path, overwrite: bool, quiet: bool, **kwargs: Any) -> None:
+    """Generate small CDL/UMa/TDL datasets and check their Doppler physics against Clarke's J0.
+
+    Writes a run directory (config.json, metrics.jsonl, summary.json, data/*.h5, plots).
+    """
+    from edgelam.experiments.channels_demo import run_channels_demo
+    from edgelam.runs import read_summary
+
+    cfg = config_from_cli(ChannelsDemoConfig, kwargs)
+    path = run_channels_demo(cfg, out, overwrite=overwrite, progress=not quiet)
+    table = Table(title=f"channel demo: {path}")
+    table.add_column("model")
+    table.add_column("samples/s", justify="right")
+    table.add_column("mean |h|^2", justify="right")
+    speeds = [f"{s:g}" for s in cfg.check_speeds_kmh]
+    for s in speeds:
+        table.add_column(f"J0 max err @{s} km/h", justify="right")
+    for model, e in read_summary(path)["models"].items():
+        errs = [f"{e['j0_max_abs_error'][s]:.3f}" for s in speeds]
+        table.add_row(model, f"{e['samples_per_s']:.0f}", f"{e['mean_power']:.3f}", *errs)
+    console.print(table)
+    console.print(f"plots: {path}/autocorrelation.png, {path}/csi_examples.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="edgelam")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
