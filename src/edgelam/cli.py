@@ -13,6 +13,7 @@ from typing import Any
 
 import rich_click as click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgelam import __version__
@@ -23,17 +24,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class UserError(click.ClickException):
-    """Printed as ``error: ...`` with exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        err_console.print(f"[bold red]error:[/] {self.format_message()}", highlight=False)
-
-
 class Group(click.RichGroup):
-    """A command group that turns known user errors into :class:`UserError`."""
+    """A command group that prints known user errors as one line and exits with status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from edgelam.channels.store import CSIFileError
@@ -41,7 +33,10 @@ class Group(click.RichGroup):
         try:
             return super().invoke(ctx)
         except (ConfigError, CSIFileError, FileExistsError, FileNotFoundError) as err:
-            raise UserError(str(err)) from err
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+            )
+            ctx.exit(2)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

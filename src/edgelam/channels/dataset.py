@@ -8,10 +8,10 @@ history from ``/csi`` (uplink band) and the target from ``/csi_downlink`` (downl
 
 Real layout of one slot's ``F`` complex values, ``2F`` reals (``layout``):
 
-* ``"split"`` (default): ``[Re h_0 .. Re h_{F-1}, Im h_0 .. Im h_{F-1}]``.
-* ``"interleaved"``: ``[Re h_0, Im h_0, Re h_1, Im h_1, ...]``; this is what LLM4CP's released
+* ``"interleaved"`` (default): ``[Re h_0, Im h_0, Re h_1, Im h_1, ...]``; this is what LLM4CP's released
   code uses (``data.LoadBatch_ofdm`` stacks ``[..., F, 2]``; its model unpacks
   ``'b l (k o)', o=2``).
+* ``"split"``: ``[Re h_0 .. Re h_{F-1}, Im h_0 .. Im h_{F-1}]``.
 
 Observation noise: complex AWGN ``n ~ CN(0, P / SNR)`` is added to the history (and, with
 ``noisy_target=True``, to the target, as LLM4CP does for training labels), where ``P`` is the
@@ -60,16 +60,16 @@ Layout = Literal["split", "interleaved"]
 _LAYOUTS = ("split", "interleaved")
 
 
-def complex_to_real(h: np.ndarray, layout: Layout = "split") -> np.ndarray:
+def complex_to_real(h: np.ndarray, layout: Layout = "interleaved") -> np.ndarray:
     """Stack real and imaginary parts along the last axis.
 
     Shapes:
         h: ``[..., F]`` complex -> ``[..., 2F]`` float32.
 
     >>> complex_to_real(np.array([1 + 2j, 3 + 4j])).tolist()
-    [1.0, 3.0, 2.0, 4.0]
-    >>> complex_to_real(np.array([1 + 2j, 3 + 4j]), "interleaved").tolist()
     [1.0, 2.0, 3.0, 4.0]
+    >>> complex_to_real(np.array([1 + 2j, 3 + 4j]), "split").tolist()
+    [1.0, 3.0, 2.0, 4.0]
     """
     if layout == "split":
         out = np.concatenate([h.real, h.imag], axis=-1)
@@ -80,13 +80,13 @@ def complex_to_real(h: np.ndarray, layout: Layout = "split") -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-def real_to_complex(x: torch.Tensor | np.ndarray, layout: Layout = "split"):
+def real_to_complex(x: torch.Tensor | np.ndarray, layout: Layout = "interleaved"):
     """Inverse of :func:`complex_to_real` for a tensor or array.
 
     Shapes:
         x: ``[..., 2F]`` real -> ``[..., F]`` complex.
 
-    >>> real_to_complex(torch.tensor([1.0, 3.0, 2.0, 4.0]))
+    >>> real_to_complex(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     tensor([1.+2.j, 3.+4.j])
     """
     if x.shape[-1] % 2:
@@ -260,7 +260,7 @@ class CSIPredictionDataset(Dataset):
         seed: int = 0,
         epoch: int = 0,
         norm: tuple[float, float] | None = None,
-        layout: Layout = "split",
+        layout: Layout = "interleaved",
         in_memory: bool | None = None,
         memory_budget_bytes: int = 2 * 2**30,
         cache_samples: int = 4,
