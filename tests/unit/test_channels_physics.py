@@ -5,7 +5,7 @@ Tolerances (max |error| over 40 lags of 0.5 ms, 256 users, fixed speed):
 * TDL NLOS (sum of sinusoids, built for Clarke): <= 0.03 against J0(2 pi f_d tau).
 * TDL LOS (Rician; specular angle = random direction of motion): <= 0.12 against J0; one
   sinusoid per user carries most power, so the ensemble converges slowly.
-* CDL (512 users): <= 0.07 against the CDL's own geometry (J0 per ray with the sin(zenith) reduction and
+* CDL (512 users): <= 0.07 (NLOS; 0.1 for LOS CDL-E, whose specular ray dominates) against the CDL's own geometry (J0 per ray with the sin(zenith) reduction and
   BS element gain, :func:`cdl_autocorrelation`), and <= 0.2 against plain J0 (CDL rays have
   elevation, which lowers the effective Doppler: CDL-C is ~0.1-0.14 off J0).
 * UMa/UMi: <= 0.16 against J0 (random 38.901 clusters; measured 0.06-0.15).
@@ -43,11 +43,13 @@ def test_tdl_follows_clarke(model, tol, speed):
 
 
 @pytest.mark.parametrize("speed", [30.0, 100.0])
-@pytest.mark.parametrize("model", ["cdl-a", "cdl-c", "cdl-e"])
-def test_cdl_follows_clarke_with_its_geometry(model, speed):
+@pytest.mark.parametrize(("model", "tol"), [("cdl-a", 0.07), ("cdl-c", 0.07), ("cdl-e", 0.1)])
+def test_cdl_follows_clarke_with_its_geometry(model, tol, speed):
     cfg, gen, rho, j0 = _measure(model, speed, users=2 * USERS)
-    expected = cdl_autocorrelation(gen._model(), cfg.max_doppler_hz(), cfg.csi_period_s, len(rho))
-    assert np.max(np.abs(rho.real - expected)) < 0.07
+    expected = cdl_autocorrelation(
+        gen.channel_model(), cfg.max_doppler_hz(), cfg.csi_period_s, len(rho)
+    )
+    assert np.max(np.abs(rho.real - expected)) < tol
     assert np.max(np.abs(rho.real - j0)) < 0.2
 
 

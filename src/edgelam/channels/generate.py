@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import sionna.phy
 import torch
-from sionna.phy.channel import cir_to_ofdm_channel, subcarrier_frequencies
+from sionna.phy.channel import ChannelModel, cir_to_ofdm_channel, subcarrier_frequencies
 from sionna.phy.channel.tr38901 import CDL, TDL, PanelArray, UMa, UMi
 
 from edgelam.channels.config import ChannelConfig, model_family
@@ -109,11 +109,11 @@ class ChannelGenerator:
         self._frequencies = subcarrier_frequencies(
             bands * cfg.num_subcarriers, cfg.subcarrier_spacing_hz, precision="single", device="cpu"
         )
-        self._models: dict[str, object] = {}
+        self._models: dict[str, ChannelModel] = {}
 
     # -- Sionna models -------------------------------------------------------------------
-    def _model(self):
-        """The Sionna channel model.
+    def channel_model(self) -> ChannelModel:
+        """The Sionna channel model (CDL/TDL: cached; its ray tables are public to statistics).
 
         System-level models (UMa/UMi) are built anew for every batch: they skip re-drawing
         large-scale parameters when a topology repeats, which would make a batch's draws depend
@@ -163,7 +163,7 @@ class ChannelGenerator:
         )
         snr = cfg.snr_db[0] + (cfg.snr_db[1] - cfg.snr_db[0]) * torch.rand(size, generator=gen)
         distance = torch.full((size,), float("nan"))
-        model = self._model()
+        model = self.channel_model()
         num_slots, fs = cfg.num_slots, 1.0 / cfg.csi_period_s
 
         if self.family == "cdl":
