@@ -154,10 +154,18 @@ def channels_demo(out: Path, overwrite: bool, quiet: bool, **kwargs: Any) -> Non
     speeds = [f"{s:g}" for s in cfg.check_speeds_kmh]
     for s in speeds:
         table.add_column(f"J0 max err @{s} km/h", justify="right")
-    for model, e in read_summary(path)["models"].items():
-        errs = [f"{e['j0_max_abs_error'][s]:.3f}" for s in speeds]
+    summary = read_summary(path)["models"]
+    for model in cfg.models:
+        e = summary[model]
+        geo = e.get("geometry_max_abs_error", {})
+        errs = [
+            f"{e['j0_max_abs_error'][s]:.3f}" + (f" ({geo[s]:.3f}*)" if s in geo else "")
+            for s in speeds
+        ]
         table.add_row(model, f"{e['samples_per_s']:.0f}", f"{e['mean_power']:.3f}", *errs)
     console.print(table)
+    if any("geometry_max_abs_error" in e for e in summary.values()):
+        console.print("* CDL: error against Clarke with the CDL's own ray elevations")
     console.print(f"plots: {path}/autocorrelation.png, {path}/csi_examples.png")
 
 

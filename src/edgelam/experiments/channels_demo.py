@@ -50,7 +50,11 @@ def run_channels_demo(
 ) -> Path:
     """Run the demo into run directory ``out``; returns its path."""
     from edgelam.channels.generate import ChannelGenerator
-    from edgelam.channels.statistics import clarke_autocorrelation, temporal_autocorrelation
+    from edgelam.channels.statistics import (
+        cdl_autocorrelation,
+        clarke_autocorrelation,
+        temporal_autocorrelation,
+    )
     from edgelam.channels.store import generate_dataset
 
     run = RunDir.create(out, to_dict(config), overwrite=overwrite)
@@ -78,16 +82,23 @@ def run_channels_demo(
                 future_slots=4, num_samples=config.check_samples, duplex="tdd",
                 seed=config.seed + 1,
             )  # fmt: skip
-            csi = ChannelGenerator(check).batch(0, config.check_samples).csi
-            rho = temporal_autocorrelation(csi)
-            ref = clarke_autocorrelation(check.max_doppler_hz(), check.csi_period_s, len(rho))
-            err = float(np.max(np.abs(rho.real - ref)))
-            run.log({"kind": "autocorrelation", "model": model, "speed_kmh": speed,
-                     "max_doppler_hz": check.max_doppler_hz(),
-                     "lag_s": (np.arange(len(rho)) * check.csi_period_s).tolist(),
-                     "empirical": rho.real.tolist(), "clarke": ref.tolist(),
-                     "max_abs_error": err})  # fmt: skip
-            entry["j0_max_abs_error"][f"{speed:g}"] = err
+            gen = ChannelGenerator(check)
+            rho = temporal_autocorrelation(gen.batch(0, config.check_samples).csi)
+            fd, period = check.max_doppler_hz(), check.csi_period_s
+            ref = clarke_autocorrelation(fd, period, len(rho))
+            record = {"kind": "autocorrelation", "model": model, "speed_kmh": speed,
+                      "max_doppler_hz": fd, "lag_s": (np.arange(len(rho)) * period).tolist(),
+                      "empirical": rho.real.tolist(), "clarke": ref.tolist(),
+                      "max_abs_error": float(np.max(np.abs(rho.real - ref)))}  # fmt: skip
+            if model.startswith("cdl"):  # Clarke with the CDL's ray elevations
+                geo = cdl_autocorrelation(gen.channel_model(), fd, period, len(rho))
+                record["cdl_geometry"] = geo.tolist()
+                record["max_abs_error_geometry"] = float(np.max(np.abs(rho.real - geo)))
+                entry.setdefault("geometry_max_abs_error", {})[f"{speed:g}"] = record[
+                    "max_abs_error_geometry"
+                ]
+            run.log(record)
+            entry["j0_max_abs_error"][f"{speed:g}"] = record["max_abs_error"]
         summary[model] = entry
     run.write_summary({"models": summary})
     plot_channels_demo(run.path)
@@ -116,6 +127,9 @@ def plot_channels_demo(run_dir: str | Path) -> list[Path]:
                 (line,) = ax.plot(lag_ms, r["empirical"], "o", ms=3,
                                   label=f"{r['speed_kmh']:g} km/h (err {r['max_abs_error']:.3f})")  # fmt: skip
                 ax.plot(lag_ms, r["clarke"], "-", color=line.get_color(), lw=1)
+                if "cdl_geometry" in r:
+                    ax.plot(lag_ms, r["cdl_geometry"], ":", color=line.get_color(), lw=1.2,
+                            label=f"CDL geometry (err {r['max_abs_error_geometry']:.3f})")  # fmt: skip
             ax.set_title(f"{model}: Re autocorrelation vs J0 (lines)")
             ax.set_xlabel("lag [ms]")
             ax.axhline(0, color="grey", lw=0.5)
