@@ -169,6 +169,52 @@ def channels_demo(out: Path, overwrite: bool, quiet: bool, **kwargs: Any) -> Non
     console.print(f"plots: {path}/autocorrelation.png, {path}/csi_examples.png")
 
 
+from edgelam.experiments.casestudy import CaseStudyConfig  # noqa: E402
+
+
+@cli.command("casestudy")
+@click.option("--profile", type=click.Choice(["quick", "paper", "tiny"]), default="quick",
+              show_default=True,
+              help="quick: <= 10 min on 2 CPU cores; paper: 6-layer GPT-2 at paper-like sizes "
+                   "(GPU); tiny: seconds, for tests")  # fmt: skip
+@config_options(CaseStudyConfig)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="run directory [default: runs/casestudy-<profile>]")  # fmt: skip
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+def casestudy(profile: str, out: Path | None, quiet: bool, **kwargs: Any) -> None:
+    """The paper's case study (Fig. 4): federated LAM channel prediction vs. local baselines.
+
+    Starts from the chosen profile; a --config file (TOML/YAML/JSON, nested sections such as
+    [fed] or [llm4cp.backbone] allowed) and flags override it. Re-running the same command
+    resumes an interrupted run from its last completed round.
+    """
+    from edgelam.config import from_dict, read_config_file, to_dict
+    from edgelam.experiments.casestudy import profile_config, run_casestudy
+    from edgelam.runs import read_summary
+
+    data = to_dict(profile_config(profile))
+    config_file = kwargs.pop("config_file", None)
+    if config_file is not None:
+        _deep_update(data, read_config_file(config_file))
+    data.update({k: v for k, v in kwargs.items() if v is not None and v != ()})
+    cfg = from_dict(CaseStudyConfig, data)
+    out = out or Path(f"runs/casestudy-{cfg.profile}")
+    path = run_casestudy(cfg, out, progress=not quiet)
+    click.echo((path / "results.md").read_text())
+    summary = read_summary(path)
+    console.print(f"wall time {summary['wall_seconds']:.0f} s; plots: {path}/fig4.png, "
+                  f"{path}/nmse_vs_speed.png", highlight=False)  # fmt: skip
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        key = key.replace("-", "_")
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="edgelam")

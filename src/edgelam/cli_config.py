@@ -2,7 +2,8 @@
 
 Each field ``some_name`` becomes ``--some-name`` (plus any ``aliases`` in the field metadata);
 ``Literal`` fields become choices, ``tuple[float, float]`` fields take two values, booleans
-become ``--x/--no-x``. Options default to ``None`` so that only flags the user gave override the
+become ``--x/--no-x``; nested config sections (dataclass fields) are set in the ``--config``
+file. Options default to ``None`` so that only flags the user gave override the
 ``--config FILE`` values and the dataclass defaults (whose values ``--help`` shows).
 """
 
@@ -50,6 +51,8 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
 
     def decorate(fn: Callable) -> Callable:
         for f in reversed(dataclasses.fields(cls)):
+            if dataclasses.is_dataclass(hints[f.name]) or f.metadata.get("cli") is False:
+                continue  # nested sections are set in the --config file
             ctype, nargs, is_flag = _click_type(hints[f.name])
             flag = "--" + f.name.replace("_", "-")
             decls = [flag, *f.metadata.get("aliases", ())]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -119,6 +119,19 @@ class RunDir:
             fh.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def drop_metrics(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove the records for which ``predicate`` is true (atomically); returns how many.
+
+        Used when resuming: records written after the last checkpoint are dropped, then
+        recomputed identically.
+        """
+        records = read_metrics(self.path)
+        kept = [r for r in records if not predicate(r)]
+        if len(kept) != len(records):
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            _atomic_write(self.path / METRICS_FILE, text.rstrip("\n"))
+        return len(records) - len(kept)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
