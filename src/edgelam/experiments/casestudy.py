@@ -68,6 +68,9 @@ class CaseStudyConfig:
     rnn_lr: float = option(0.05, "learning rate of those baselines")
     eval_batch_size: int = option(512, "items per evaluation batch")
     cache_dir: str = option("data/casestudy", "where generated datasets are cached")
+    device: str = option(
+        "auto", "torch device for training: 'auto' (CUDA if available), 'cpu', 'cuda', ..."
+    )
     seed: int = option(0, "seed of partitions, model init and training")
     channel: ChannelConfig = field(
         default_factory=lambda: ChannelConfig(num_samples=1000),
@@ -143,7 +146,8 @@ def _quick() -> CaseStudyConfig:
         channel=channel,
         llm4cp=_cpu_llm4cp(channel),
         recurrent=RecurrentConfig(hidden_size=128, num_layers=2),
-        fed=FedAvgConfig(rounds=30, local_steps=4, batch_size=64, lr=1e-3),
+        fed=FedAvgConfig(rounds=80, local_steps=4, batch_size=32, lr=3e-3),
+        rnn_lr=0.1,
         network=NetworkConfig(num_devices=10),
     )
 

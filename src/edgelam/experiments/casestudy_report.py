@@ -129,6 +129,7 @@ def _markdown(summary: dict[str, Any], config: dict[str, Any]) -> str:
         f"{config['fed']['rounds']} rounds x {config['fed']['local_steps']} local steps; "
         f"each server holds {config['fraction_per_server']:.0%} of the training users.",
         "",
+        *_backbone_line(methods),
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
@@ -149,6 +150,18 @@ def _markdown(summary: dict[str, Any], config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backbone_line(methods: dict[str, dict[str, Any]]) -> list[str]:
+    for r in methods.values():
+        if r.get("backbone"):
+            state = (
+                "pretrained"
+                if r.get("pretrained_backbone")
+                else "random init (no pretrained weights)"
+            )
+            return [f"LAM backbone: {r['backbone']}, {state}.", ""]
+    return []
+
+
 def _pyplot():
     import matplotlib
 
@@ -163,9 +176,12 @@ def _plot_fig4(run: RunDir, curves: dict[str, tuple[list[int], list[float]]]) ->
         return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, (xs, ys) in curves.items():
+    colors = plt.get_cmap("tab20").colors
+    for i, (method, (xs, ys)) in enumerate(curves.items()):
         style = "-" if method.startswith("fedlam") else "--"
-        ax.plot(xs, ys, style, lw=1.6, label=label(method))
+        ax.plot(
+            xs, ys, style, lw=1.6, label=label(method), color=colors[(2 * i) % 20 + (2 * i) // 20]
+        )
     ax.set_yscale("log")
     ax.set_xlabel("training iterations")
     ax.set_ylabel("training loss (NMSE)")
@@ -182,13 +198,15 @@ def _plot_speed(run: RunDir, methods: dict[str, dict[str, Any]]) -> None:
         return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, r in methods.items():
+    colors = plt.get_cmap("tab20").colors
+    for i, (method, r) in enumerate(methods.items()):
         groups = r["nmse_db_by_group"]
         xs = [np.mean([float(v) for v in g.split("-")]) for g in groups]
         style = (
             "o-" if method.startswith("fedlam") else ("s--" if method.startswith("local") else "x:")
         )
-        ax.plot(xs, list(groups.values()), style, lw=1.2, ms=4, label=label(method))
+        ax.plot(xs, list(groups.values()), style, lw=1.2, ms=4, label=label(method),
+                color=colors[(2 * i) % 20 + (2 * i) // 20])  # fmt: skip
     ax.set_xlabel("user speed [km/h]")
     ax.set_ylabel("test NMSE [dB]")
     ax.set_title("Test NMSE per speed group")

@@ -71,7 +71,11 @@ class CaseStudyRunner:
     def _build(self, name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
         cfg = self.config
         sub = {"llm4cp": cfg.llm4cp, "transformer": cfg.transformer}.get(name, cfg.recurrent)
-        return build_predictor(name, sub, seed=cfg.seed)
+        model, info = build_predictor(name, sub, seed=cfg.seed)
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return model.to(device), info
 
     def _trainer(self, method: str) -> tuple[FedAvg, dict[str, Any]]:
         cfg = self.config
@@ -103,7 +107,8 @@ class CaseStudyRunner:
             trainer, info = self._trainer(method)
             ckpt = self.ckpt_dir / f"{method}.pt"
             if ckpt.exists():
-                trainer.load_state_dict(torch.load(ckpt, weights_only=False))
+                trainer.load_state_dict(torch.load(ckpt, map_location=trainer.device,
+                                                   weights_only=False))  # fmt: skip
             done = trainer.round
             self.rundir.drop_metrics(
                 lambda r, m=method, d=done: (
@@ -142,6 +147,7 @@ class CaseStudyRunner:
             "total_params": info["total_params"],
             "trainable_params": info["trainable_params"],
             "pretrained_backbone": info.get("pretrained"),
+            "backbone": info.get("backbone"),
             "final_train_loss": train[-1]["train_loss"] if train else None,
             "iterations": train[-1]["iteration"] if train else 0,
             "uplink_bits": sum(r.get("uplink_bits", 0) for r in train),

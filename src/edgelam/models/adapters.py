@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from edgelam.config import ConfigError, to_dict
@@ -130,6 +129,8 @@ def apply_lora(
     backbone = _backbone(model)
     if any(_is_lora(n) for n, _ in backbone.named_parameters()):
         raise ValueError("LoRA is already applied to this backbone")
+    from peft import LoraConfig, inject_adapter_in_model  # slow import: only when used
+
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2Model
 
 from edgelam.config import ConfigError, option
 from edgelam.models.layers import seeded
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config, GPT2Model
 
 __all__ = [
     "GPT2_SMALL",
@@ -118,6 +120,8 @@ def _describe(cfg: BackboneConfig, pretrained: bool) -> str:
 
 
 def _random_config(cfg: BackboneConfig) -> GPT2Config:
+    from transformers import GPT2Config
+
     return GPT2Config(
         vocab_size=cfg.random_init_vocab_size,
         n_positions=cfg.n_positions,
@@ -178,6 +182,8 @@ def build_gpt2_backbone(cfg: BackboneConfig, seed: int = 0) -> GPT2Model:
     >>> m.build_info.pretrained, m.config.n_layer
     (False, 1)
     """
+    from transformers import GPT2Model  # slow import: only when a backbone is built
+
     if cfg.pretrained is not None:
         try:
             model = GPT2Model.from_pretrained(

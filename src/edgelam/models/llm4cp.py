@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
-from transformers import GPT2Model
 
 from edgelam.config import ConfigError, option
 from edgelam.models.backbones import BackboneConfig
@@ -40,6 +39,9 @@ from edgelam.models.layers import (
     normalize_per_call,
     sinusoidal_positions,
 )
+
+if TYPE_CHECKING:
+    from transformers import GPT2Model
 
 __all__ = ["LLM4CPConfig", "LLM4CPPredictor", "CSIBranch", "ResidualBlock", "ChannelAttention"]
 

@@ -114,9 +114,12 @@ def _seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] >> 1)
 
 
-def _collate(dataset: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _collate(
+    dataset: Dataset, indices: Sequence[int], device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     items = [dataset[int(i)] for i in indices]
-    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+    x, y = torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+    return x.to(device), y.to(device)
 
 
 class FedAvg:
@@ -155,6 +158,7 @@ class FedAvg:
         self.global_state: State = {k: v.clone() for k, v in trainable_state(model).items()}
         self.optimizer_states: dict[int, dict[str, Any]] = {}
         self.round = 0  # rounds completed
+        self.device = next(model.parameters()).device  # batches follow the model
 
     # -- Flower-style hooks ----------------------------------------------------------------
     def configure_train(self, rnd: int) -> list[int]:
@@ -231,7 +235,7 @@ class FedAvg:
         n = min(len(ds), max_items)  # type: ignore[arg-type]
         total = 0.0
         for start in range(0, n, 256):
-            x, y = _collate(ds, range(start, min(n, start + 256)))
+            x, y = _collate(ds, range(start, min(n, start + 256)), self.device)
             total += self.loss_fn(self.model(x), y).item() * len(x)
         return total / n, n
 

@@ -57,6 +57,7 @@ def evaluate_predictor(
         ``count_by_group``, ``se_predicted``, ``se_perfect``, ``se_ratio`` (bit/s/Hz).
     """
     model.eval()
+    device = next(iter(model.parameters()), torch.empty(0)).device
     n = len(dataset)
     if n % num_antennas:
         raise ValueError(f"dataset has {n} items, not a multiple of {num_antennas} antennas")
@@ -70,9 +71,9 @@ def evaluate_predictor(
         x = torch.stack([h for h, _ in items])
         y = torch.stack([t for _, t in items])
         if physical_input:
-            pred = model(dataset.denormalize(x)).float()
+            pred = model(dataset.denormalize(x).to(device)).float().cpu()
         else:
-            pred = dataset.denormalize(model(x).float())
+            pred = dataset.denormalize(model(x.to(device)).float().cpu())
         true = dataset.denormalize(y)
         samples = np.array([dataset.locate(i)[0] for i in idx])
         acc.update(pred, true, speed_groups(speeds_kmh[samples], group_edges_kmh))
