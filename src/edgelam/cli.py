@@ -29,10 +29,17 @@ class Group(click.RichGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         from edgelam.channels.store import CSIFileError
+        from edgelam.models.pretrained import CheckpointError
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, CSIFileError, FileExistsError, FileNotFoundError) as err:
+        except (
+            ConfigError,
+            CSIFileError,
+            CheckpointError,
+            FileExistsError,
+            FileNotFoundError,
+        ) as err:
             err_console.print(
                 f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
             )
@@ -188,14 +195,14 @@ def casestudy(profile: str, out: Path | None, quiet: bool, **kwargs: Any) -> Non
     [fed] or [llm4cp.backbone] allowed) and flags override it. Re-running the same command
     resumes an interrupted run from its last completed round.
     """
-    from edgelam.config import from_dict, read_config_file, to_dict
+    from edgelam.config import deep_update, from_dict, read_config_file, to_dict
     from edgelam.experiments.casestudy import profile_config, run_casestudy
     from edgelam.runs import read_summary
 
     data = to_dict(profile_config(profile))
     config_file = kwargs.pop("config_file", None)
     if config_file is not None:
-        _deep_update(data, read_config_file(config_file))
+        deep_update(data, read_config_file(config_file))
     data.update({k: v for k, v in kwargs.items() if v is not None and v != ()})
     cfg = from_dict(CaseStudyConfig, data)
     out = out or Path(f"runs/casestudy-{cfg.profile}")
@@ -206,13 +213,9 @@ def casestudy(profile: str, out: Path | None, quiet: bool, **kwargs: Any) -> Non
                   f"{path}/nmse_vs_speed.png", highlight=False)  # fmt: skip
 
 
-def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        key = key.replace("-", "_")
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
+from edgelam.pretrain.command import pretrain_command  # noqa: E402
+
+cli.add_command(pretrain_command)
 
 
 def main(argv: list[str] | None = None) -> None:

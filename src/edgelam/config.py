@@ -199,6 +199,21 @@ def build_config(
     return from_dict(cls, {k.replace("-", "_"): v for k, v in data.items()})
 
 
+def deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``new`` into ``base`` in place, recursing into nested tables (``-`` -> ``_``).
+
+    >>> deep_update({"a": 1, "fed": {"lr": 0.1, "rounds": 3}}, {"fed": {"lr": 0.5}})
+    {'a': 1, 'fed': {'lr': 0.5, 'rounds': 3}}
+    """
+    for key, value in new.items():
+        key = str(key).replace("-", "_")
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def field_help(cls: type) -> dict[str, str]:
     """Help text of every field of a config dataclass (for CLIs and docs)."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
