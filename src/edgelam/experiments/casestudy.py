@@ -19,13 +19,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Literal
 
 from edgelam.channels.config import ChannelConfig
 from edgelam.config import ConfigError, option, to_dict
@@ -46,6 +43,12 @@ class CaseStudyConfig:
     """Everything that determines a case-study run."""
 
     profile: str = option("quick", "profile this config came from (recorded)", cli=False)
+    backbone: Literal["edgelam-wireless", "gpt2", "random"] = option(
+        "edgelam-wireless",
+        "LAM backbone: the shipped pre-trained wireless backbone (its architecture replaces "
+        "llm4cp.backbone and the CSI-branch sizes), GPT-2 small's first 6 layers (real weights "
+        "when cached locally, else random init with a warning), or llm4cp.backbone at random init",
+    )
     num_servers: tuple[int, ...] = option((2, 5, 10), "federations to run (edge servers N)")
     fraction_per_server: float = option(0.05, "share of the training users each server holds")
     split: tuple[float, float, float] = option((0.8, 0.1, 0.1), "train/val/test user fractions")
@@ -131,7 +134,7 @@ def _cpu_llm4cp(channel: ChannelConfig) -> LLM4CPConfig:
         num_subcarriers=channel.num_subcarriers,
         res_dim=16,
         backbone=BackboneConfig(
-            name="custom", num_layers=4, d_model=128, n_head=4, n_positions=64
+            name="custom", num_layers=4, d_model=128, n_head=4, n_positions=16
         ),  # fmt: skip
         trainable="lora",
     )
@@ -160,6 +163,7 @@ def _tiny() -> CaseStudyConfig:
                                                       n_head=2, n_positions=32))  # fmt: skip
     return CaseStudyConfig(
         profile="tiny",
+        backbone="random",
         num_servers=(2, 3),
         fraction_per_server=0.1,
         channel=channel,
@@ -203,19 +207,44 @@ def dataset_path(config: CaseStudyConfig) -> Path:
     return Path(config.cache_dir) / f"{config.channel.model}_{config.channel.duplex}_{key[:10]}.h5"
 
 
+def resolve_backbone(config: CaseStudyConfig) -> CaseStudyConfig:
+    """Apply ``config.backbone`` to ``config.llm4cp`` (the result is what ``config.json`` records).
+
+    Raises:
+        FileNotFoundError: ``edgelam-wireless`` is chosen but its model card is missing.
+    """
+    from edgelam.models.pretrained import WIRELESS, wireless_architecture
+
+    llm = config.llm4cp
+    if config.backbone == "edgelam-wireless":
+        arch = wireless_architecture()
+        backbone = BackboneConfig(name="custom", num_layers=arch["backbone.num_layers"],
+                                  d_model=arch["backbone.d_model"], n_head=arch["backbone.n_head"],
+                                  n_positions=arch["backbone.n_positions"], pretrained=WIRELESS)  # fmt: skip
+        # the embedding and heads ("io") also load when the task's shape matches pre-training
+        same_task = all(arch[k] == getattr(llm, k)
+                        for k in ("num_subcarriers", "history_slots", "future_slots"))  # fmt: skip
+        parts = ("backbone", "csi", "io") if same_task else ("backbone", "csi")
+        llm = dataclasses.replace(llm, backbone=backbone, patch_size=arch["patch_size"],
+                                  res_dim=arch["res_dim"], res_layers=arch["res_layers"],
+                                  normalization=arch["normalization"], pretrained_parts=parts)  # fmt: skip
+    elif config.backbone == "gpt2":
+        llm = dataclasses.replace(llm, backbone=BackboneConfig(name="gpt2", num_layers=6))
+    else:
+        llm = dataclasses.replace(llm, backbone=dataclasses.replace(llm.backbone, pretrained=None))
+    return dataclasses.replace(config, llm4cp=llm)
+
+
 def run_casestudy(config: CaseStudyConfig, out: str | Path, *, progress: bool = True) -> Path:
     """Run (or resume) the case study into run directory ``out``; returns its path."""
     from edgelam.experiments.casestudy_run import CaseStudyRunner
 
+    config = resolve_backbone(config)
     start = time.perf_counter()
     runner = CaseStudyRunner(config, Path(out), progress=progress)
     runner.run()
     runner.finish(wall_seconds=time.perf_counter() - start)
     return Path(out)
-
-
-def _env_threads() -> int:  # pragma: no cover - informational
-    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
 
 
 def describe(config: CaseStudyConfig) -> dict[str, Any]:

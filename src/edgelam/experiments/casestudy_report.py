@@ -153,12 +153,8 @@ def _markdown(summary: dict[str, Any], config: dict[str, Any]) -> str:
 def _backbone_line(methods: dict[str, dict[str, Any]]) -> list[str]:
     for r in methods.values():
         if r.get("backbone"):
-            state = (
-                "pretrained"
-                if r.get("pretrained_backbone")
-                else "random init (no pretrained weights)"
-            )
-            return [f"LAM backbone: {r['backbone']}, {state}.", ""]
+            state = "" if r.get("pretrained_backbone") else ", random init (no pretrained weights)"
+            return [f"LAM backbone: {r['backbone']}{state}.", ""]
     return []
 
 

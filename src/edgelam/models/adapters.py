@@ -27,6 +27,7 @@ from edgelam.config import ConfigError, to_dict
 from edgelam.models.backbones import build_gpt2_backbone
 from edgelam.models.layers import seeded
 from edgelam.models.llm4cp import LLM4CPConfig, LLM4CPPredictor
+from edgelam.models.pretrained import apply_pretrained, load_pretrained_backbone, resolve_wireless
 
 __all__ = [
     "apply_full_tuning",
@@ -214,6 +215,10 @@ def build_llm4cp(cfg: LLM4CPConfig, seed: int = 0) -> tuple[LLM4CPPredictor, dic
     with seeded(seed):
         backbone = build_gpt2_backbone(cfg.backbone, seed=seed)
         model = LLM4CPPredictor(cfg, backbone)
+        checkpoint = resolve_wireless(cfg.backbone.pretrained)
+        if checkpoint is not None:  # an edgelam pre-trained checkpoint, before any adapter
+            state, card = load_pretrained_backbone(checkpoint)
+            apply_pretrained(model, state, card, parts=cfg.pretrained_parts)
         if cfg.trainable == "lora":
             apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.lora_dropout)
         elif cfg.trainable == "ln_pe":

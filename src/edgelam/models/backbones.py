@@ -59,8 +59,9 @@ class BackboneConfig:
     n_positions: int = option(1024, "learned position embeddings (GPT-2: 1024); >= history")
     pretrained: str | None = option(
         _AUTO,
-        "hub id (from the local cache only) or local directory of weights; null: random init; "
-        "'auto': 'gpt2' for name gpt2, null for custom",
+        "hub id (from the local cache only) or local directory of weights; 'edgelam-wireless': "
+        "the shipped pre-trained wireless backbone, or a directory written by edgelam pretrain; "
+        "null: random init; 'auto': 'gpt2' for name gpt2, null for custom",
     )
     random_init_vocab_size: int = option(
         1,
@@ -184,7 +185,11 @@ def build_gpt2_backbone(cfg: BackboneConfig, seed: int = 0) -> GPT2Model:
     """
     from transformers import GPT2Model  # slow import: only when a backbone is built
 
-    if cfg.pretrained is not None:
+    from edgelam.models.pretrained import resolve_wireless
+
+    # an edgelam checkpoint (``edgelam pretrain``) is loaded into the built predictor by
+    # build_llm4cp; here the backbone is only built, at random init
+    if cfg.pretrained is not None and resolve_wireless(cfg.pretrained) is None:
         try:
             model = GPT2Model.from_pretrained(
                 cfg.pretrained, local_files_only=True, dtype=torch.float32

@@ -73,6 +73,12 @@ class LLM4CPConfig:
         "'lora' (LoRA matrices only), 'full' (all but the unused token embedding); the "
         "non-backbone modules always train",
     )
+    pretrained_parts: tuple[str, ...] = option(
+        ("backbone", "csi"),
+        "weight groups loaded from an edgelam pre-trained checkpoint (backbone.pretrained = "
+        "'edgelam-wireless' or a pretrain directory): 'backbone', 'csi' (the F-agnostic CSI "
+        "branches), 'io' (embedding and heads; needs the same F and slots)",
+    )
     lora_rank: int = option(8, "LoRA rank r")
     lora_alpha: int = option(16, "LoRA alpha (update scaled by alpha / r)")
     lora_dropout: float = option(0.0, "dropout on the LoRA branch input")
@@ -105,6 +111,11 @@ class LLM4CPConfig:
         if self.trainable not in ("lora", "ln_pe", "full"):
             raise ConfigError(
                 f"trainable: {self.trainable!r} is not one of ['lora', 'ln_pe', 'full']"
+            )
+        bad_parts = [p for p in self.pretrained_parts if p not in ("backbone", "csi", "io")]
+        if bad_parts:
+            raise ConfigError(
+                f"pretrained_parts: {bad_parts} are not among ['backbone', 'csi', 'io']"
             )
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise ConfigError(

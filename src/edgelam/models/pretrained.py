@@ -48,12 +48,16 @@ __all__ = [
     "GROUPS",
     "GROUP_FIELDS",
     "WEIGHTS_FILE",
+    "WIRELESS",
     "CheckpointError",
     "apply_pretrained",
     "architecture_of",
     "export_pretrained",
     "file_sha256",
     "load_pretrained_backbone",
+    "resolve_wireless",
+    "shipped_checkpoint_dir",
+    "wireless_architecture",
 ]
 
 FORMAT = "edgelam-wireless-backbone"
@@ -83,6 +87,38 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "io": ("num_subcarriers", "history_slots", "future_slots", *_BACKBONE_FIELDS),
     "reconstruction": ("num_subcarriers", *_BACKBONE_FIELDS),
 }
+
+
+#: Name of the backbone pre-trained by ``edgelam pretrain`` and shipped with the package.
+WIRELESS = "edgelam-wireless"
+
+
+def shipped_checkpoint_dir() -> Path:
+    """Directory of the shipped ``edgelam-wireless`` checkpoint (package data)."""
+    return Path(__file__).with_name("weights") / WIRELESS
+
+
+def resolve_wireless(pretrained: str | None) -> Path | None:
+    """The checkpoint directory meant by a ``BackboneConfig.pretrained`` value, if any.
+
+    ``"edgelam-wireless"`` is the shipped checkpoint; a directory holding a model card (written
+    by ``edgelam pretrain``) is itself; anything else (a Hugging Face id or directory, None) is
+    not an edgelam checkpoint.
+    """
+    if pretrained is None:
+        return None
+    if pretrained == WIRELESS:
+        return shipped_checkpoint_dir()
+    path = Path(pretrained)
+    return path if (path / CARD_FILE).is_file() else None
+
+
+def wireless_architecture(path: str | Path | None = None) -> dict[str, Any]:
+    """The architecture recorded in a checkpoint's card (default: the shipped one)."""
+    card_path = Path(path or shipped_checkpoint_dir()) / CARD_FILE
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path}: model card missing")
+    return json.loads(card_path.read_text())["architecture"]
 
 
 class CheckpointError(ValueError):
