@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from edgelam.channels.config import ChannelConfig
 from edgelam.config import ConfigError, option, to_dict
@@ -245,10 +245,3 @@ def run_casestudy(config: CaseStudyConfig, out: str | Path, *, progress: bool = 
     runner.run()
     runner.finish(wall_seconds=time.perf_counter() - start)
     return Path(out)
-
-
-def describe(config: CaseStudyConfig) -> dict[str, Any]:
-    """A short JSON-able description of what a profile runs."""
-    return {"profile": config.profile, "methods": config.methods(),
-            "classical": list(config.classical), "users": config.channel.num_samples,
-            "iterations": config.fed.rounds * config.fed.local_steps}  # fmt: skip
