@@ -69,10 +69,10 @@ def test_local_only_equals_plain_training_loop():
     # the same batches, the same optimizer state carried across rounds
     ref = Tiny()
     opt = torch.optim.Adam([p for p in ref.parameters() if p.requires_grad], lr=0.01)
-    from edgelam.training.fedavg import _seed
+    from edgelam.seeding import derive_seed
 
     for rnd in range(3):
-        gen = torch.Generator().manual_seed(_seed(4, rnd, 0))
+        gen = torch.Generator().manual_seed(derive_seed(4, rnd, 0))
         order = torch.randperm(20, generator=gen)
         for step in range(2):
             idx = order[step * 5 : (step + 1) * 5]

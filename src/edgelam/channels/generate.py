@@ -31,6 +31,7 @@ from sionna.phy.channel import ChannelModel, cir_to_ofdm_channel, subcarrier_fre
 from sionna.phy.channel.tr38901 import CDL, TDL, PanelArray, UMa, UMi
 
 from edgelam.channels.config import ChannelConfig, model_family
+from edgelam.seeding import derive_seed
 
 __all__ = ["CSIBatch", "ChannelGenerator", "batch_seed"]
 
@@ -43,7 +44,7 @@ def batch_seed(seed: int, batch_index: int) -> int:
     >>> batch_seed(0, 3) == batch_seed(0, 3), batch_seed(0, 3) == batch_seed(0, 4)
     (True, False)
     """
-    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0] >> 1)
+    return derive_seed(seed, batch_index)
 
 
 @dataclass

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
-import numpy as np
 import torch
 
 from edgelam.config import ConfigError, option
@@ -53,6 +52,7 @@ from edgelam.network.link import (
     transfer_cost,
 )
 from edgelam.network.pathloss import los_probability, pathloss_db, shadow_fading_std_db
+from edgelam.seeding import derive_seed
 
 __all__ = ["NetworkConfig", "LinkState", "Network"]
 
@@ -171,7 +171,7 @@ class Network:
     def __init__(self, config: NetworkConfig, generator: torch.Generator | None = None) -> None:
         self.config = cfg = config
         if generator is None:
-            generator = torch.Generator().manual_seed(_derive_seed(cfg.seed, 0))
+            generator = torch.Generator().manual_seed(derive_seed(cfg.seed, 0, bits=63))
         k = cfg.num_devices
         u = torch.rand(k, generator=generator, dtype=torch.float64)
         r_min2, r_max2 = cfg.min_distance_m**2, cfg.cell_radius_m**2
@@ -226,7 +226,7 @@ class Network:
         """
         if r < 0:
             raise ValueError(f"round index must be >= 0, got {r}")
-        gen = torch.Generator().manual_seed(_derive_seed(self.config.seed, 1, r))
+        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, 1, r, bits=63))
         return self._state(gen, r)
 
     def sample_round(self, generator: torch.Generator) -> LinkState:
@@ -361,9 +361,3 @@ class Network:
                 raise ValueError("bits: a broadcast sends one common payload; pass a scalar")
             return transfer_cost(bits, rate, dbm_to_watt(self.config.bs_tx_power_dbm))
         return transfer_cost(bits, rate, dbm_to_watt(self.downlink_power_per_device_dbm))
-
-
-def _derive_seed(*entropy: int) -> int:
-    """A 63-bit seed derived from a tuple of integers with NumPy's ``SeedSequence``."""
-    state = np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0]
-    return int(state) >> 1

@@ -45,6 +45,7 @@ from edgelam.channels.config import ChannelConfig, ChannelModelName, model_famil
 from edgelam.channels.dataset import CSIPredictionDataset, normalization_stats
 from edgelam.channels.store import CSIFile, CSIFileError
 from edgelam.config import ConfigError, option, to_dict
+from edgelam.seeding import derive_seed
 
 __all__ = [
     "CorpusConfig",
@@ -203,7 +204,7 @@ def _draw(
 
 
 def _file_seed(corpus_seed: int, stream: int, index: int) -> int:
-    return int(np.random.SeedSequence([corpus_seed, stream, index]).generate_state(1)[0] >> 1)
+    return derive_seed(corpus_seed, stream, index)
 
 
 def corpus_configs(cfg: CorpusConfig) -> list[ChannelConfig]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from edgelam.seeding import derive_seed as _derive_seed
 from edgelam.training.fedavg import nmse_loss
 
 if TYPE_CHECKING:
@@ -38,14 +39,12 @@ __all__ = [
 
 
 def derive_seed(*entropy: int) -> int:
-    """A 63-bit seed derived from integers (``numpy.random.SeedSequence``), e.g. (seed, step).
+    """A 63-bit seed from integers, e.g. ``(seed, step)`` (:func:`edgelam.seeding.derive_seed`).
 
     >>> derive_seed(0, 1) == derive_seed(0, 1), derive_seed(0, 1) == derive_seed(1, 0)
     (True, False)
     """
-    import numpy as np
-
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0] >> 1)
+    return _derive_seed(*entropy, bits=63)
 
 
 def num_masked(num_patches: int, mask_ratio: float) -> int:

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from edgelam.config import ConfigError, option
 from edgelam.distributed.transport import InProcessTransport
 from edgelam.models.adapters import load_trainable_state, trainable_state
+from edgelam.seeding import derive_seed
 
 __all__ = ["FedAvgConfig", "FedAvg", "Client", "FitResult", "nmse_loss"]
 
@@ -110,10 +111,6 @@ def nmse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (err / ref).mean()
 
 
-def _seed(*entropy: int) -> int:
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] >> 1)
-
-
 def _collate(
     dataset: Dataset, indices: Sequence[int], device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +164,7 @@ class FedAvg:
         k = max(1, math.ceil(self.config.client_fraction * n - 1e-9))
         if k == n:
             return list(range(n))
-        gen = torch.Generator().manual_seed(_seed(self.config.seed, rnd, 1_000_003))
+        gen = torch.Generator().manual_seed(derive_seed(self.config.seed, rnd, 1_000_003))
         return sorted(torch.randperm(n, generator=gen)[:k].tolist())
 
     def fit(self, cid: int, state: State, rnd: int) -> FitResult:
@@ -186,8 +183,8 @@ class FedAvg:
             opt.load_state_dict(self.optimizer_states[cid])
         if hasattr(client.dataset, "set_epoch"):
             client.dataset.set_epoch(rnd)
-        gen = torch.Generator().manual_seed(_seed(cfg.seed, rnd, cid))
-        torch.manual_seed(_seed(cfg.seed, rnd, cid, 1))  # dropout
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, rnd, cid))
+        torch.manual_seed(derive_seed(cfg.seed, rnd, cid, 1))  # dropout
         need = cfg.local_steps * cfg.batch_size
         n = client.num_examples
         order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))])
