@@ -28,7 +28,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "read_config", "read_metrics", "read_summary", "library_versions"]
+__all__ = [
+    "RunDir",
+    "atomic_write_text",
+    "library_versions",
+    "read_config",
+    "read_metrics",
+    "read_summary",
+    "save_checkpoint",
+]
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -102,7 +110,7 @@ class RunDir:
             for name in (METRICS_FILE, SUMMARY_FILE):
                 (path / name).unlink(missing_ok=True)
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cfg_path, json.dumps(record, indent=2, sort_keys=True))
+        atomic_write_text(cfg_path, json.dumps(record, indent=2, sort_keys=True))
         return cls(path)
 
     @classmethod
@@ -130,12 +138,12 @@ class RunDir:
         kept = [r for r in records if not predicate(r)]
         if len(kept) != len(records):
             text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-            _atomic_write(self.path / METRICS_FILE, text.rstrip("\n"))
+            atomic_write_text(self.path / METRICS_FILE, text.rstrip("\n"))
         return len(records) - len(kept)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
-        _atomic_write(
+        atomic_write_text(
             self.path / SUMMARY_FILE, json.dumps(_jsonable(summary), indent=2, sort_keys=True)
         )
 
@@ -144,9 +152,20 @@ class RunDir:
         return self.path / (name if name.endswith(".png") else f"{name}.png")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (plus a newline) to ``path`` so that readers see the old or the new file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: Any, path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically (an interrupted save leaves the old one)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
     os.replace(tmp, path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from edgelam.experiments.casestudy import CaseStudyConfig, dataset_path
 from edgelam.models import build_predictor
 from edgelam.network import Network, TransferLedger
 from edgelam.progress import progress_bar
-from edgelam.runs import RunDir, read_metrics
+from edgelam.runs import RunDir, atomic_write_text, read_metrics, save_checkpoint
 from edgelam.training.fedavg import Client, FedAvg
 
 __all__ = ["CaseStudyRunner"]
@@ -97,10 +96,10 @@ class CaseStudyRunner:
     def run(self) -> None:
         """Evaluate the classical predictors, then train and evaluate every learned method."""
         cfg = self.config
-        for name in cfg.classical:
+        for name in cfg.classical:  # training-free: evaluated on physical (de-normalised) CSI
             if not (self.methods_dir / f"{name}.json").exists():
-                self._finish_method(name, self._classical(name), {"total_params": 0,
-                                                                  "trainable_params": 0})  # fmt: skip
+                metrics = self._evaluate(self._classical(name), physical_input=True)
+                self._finish_method(name, metrics, {"total_params": 0, "trainable_params": 0})
         for method in cfg.methods():
             if (self.methods_dir / f"{method}.json").exists():
                 continue
@@ -120,7 +119,7 @@ class CaseStudyRunner:
                 while trainer.round < cfg.fed.rounds:
                     record = trainer.run_round()
                     self.rundir.log({"kind": "train", "method": method, **record})
-                    _atomic_save(trainer.state_dict(), ckpt)
+                    save_checkpoint(trainer.state_dict(), ckpt)
                     advance(1)
             self._finish_method(method, self._evaluate(trainer.model), info)
 
@@ -135,11 +134,8 @@ class CaseStudyRunner:
                                shared_over_subcarriers=True)  # fmt: skip
         return PronyVectorPredictor(num_modes=self.config.prony_modes, future_slots=future)
 
-    def _finish_method(self, method: str, model: Any, info: dict[str, Any]) -> None:
-        if isinstance(model, torch.nn.Module):  # classical: evaluated on physical CSI
-            metrics = self._evaluate(model, physical_input=True)
-        else:
-            metrics = model
+    def _finish_method(self, method: str, metrics: dict[str, Any], info: dict[str, Any]) -> None:
+        """Record a method's result in metrics.jsonl and methods/<method>.json (marks it done)."""
         train = [r for r in read_metrics(self.rundir.path)
                  if r.get("kind") == "train" and r.get("method") == method]  # fmt: skip
         result = {
@@ -158,10 +154,8 @@ class CaseStudyRunner:
             **metrics,
         }
         self.rundir.log({"kind": "eval", **result})
-        text = json.dumps(result, indent=2, sort_keys=True)
-        tmp = self.methods_dir / f"{method}.json.tmp"
-        tmp.write_text(text + "\n")
-        os.replace(tmp, self.methods_dir / f"{method}.json")
+        atomic_write_text(self.methods_dir / f"{method}.json",
+                          json.dumps(result, indent=2, sort_keys=True))  # fmt: skip
 
     @torch.no_grad()
     def _evaluate(self, model: torch.nn.Module, physical_input: bool = False) -> dict[str, Any]:
@@ -184,9 +178,3 @@ class CaseStudyRunner:
         from edgelam.experiments.casestudy_report import write_report
 
         write_report(self.rundir.path, wall_seconds=wall_seconds)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import shlex
 import sys
 import time
@@ -49,7 +48,7 @@ from edgelam.pretrain.evaluate import evaluate_pretrain
 from edgelam.pretrain.model import PretrainModel, build_pretrain_model
 from edgelam.pretrain.objectives import derive_seed, patch_mask, pretrain_losses
 from edgelam.progress import progress_bar
-from edgelam.runs import RunDir, library_versions, read_metrics
+from edgelam.runs import RunDir, library_versions, read_metrics, save_checkpoint
 
 __all__ = ["PRETRAIN_PROFILES", "PretrainConfig", "pretrain", "pretrain_profile", "warmup_cosine"]
 
@@ -319,9 +318,7 @@ def pretrain(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                 }
-                ckpt.parent.mkdir(exist_ok=True)
-                torch.save(state, ckpt.with_suffix(".tmp"))
-                os.replace(ckpt.with_suffix(".tmp"), ckpt)
+                save_checkpoint(state, ckpt)
             advance(1)
             if stop_after is not None and stop_after <= step < cfg.steps:
                 return run.path
