@@ -195,16 +195,10 @@ def casestudy(profile: str, out: Path | None, quiet: bool, **kwargs: Any) -> Non
     [fed] or [llm4cp.backbone] allowed) and flags override it. Re-running the same command
     resumes an interrupted run from its last completed round.
     """
-    from edgelam.config import deep_update, from_dict, read_config_file, to_dict
     from edgelam.experiments.casestudy import profile_config, run_casestudy
     from edgelam.runs import read_summary
 
-    data = to_dict(profile_config(profile))
-    config_file = kwargs.pop("config_file", None)
-    if config_file is not None:
-        deep_update(data, read_config_file(config_file))
-    data.update({k: v for k, v in kwargs.items() if v is not None and v != ()})
-    cfg = from_dict(CaseStudyConfig, data)
+    cfg = config_from_cli(CaseStudyConfig, kwargs, base=profile_config(profile))
     out = out or Path(f"runs/casestudy-{cfg.profile}")
     path = run_casestudy(cfg, out, progress=not quiet)
     click.echo((path / "results.md").read_text())

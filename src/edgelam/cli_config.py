@@ -83,9 +83,13 @@ def config_options(cls: type) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def config_from_cli(cls: type, kwargs: dict[str, Any]) -> Any:
-    """Pop the config fields (and ``config_file``) out of a command's kwargs and build ``cls``."""
+def config_from_cli(cls: type, kwargs: dict[str, Any], base: Any = None) -> Any:
+    """Pop the config fields (and ``config_file``) out of a command's kwargs and build ``cls``.
+
+    Priority, lowest first: ``base`` (e.g. a profile's config; else the dataclass defaults), the
+    ``--config`` file, then the flags given (see :func:`~edgelam.config.build_config`).
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     overrides = {k: v for k, v in overrides.items() if v != ()}  # unused repeated option
-    return build_config(cls, kwargs.pop("config_file", None), overrides)
+    return build_config(cls, kwargs.pop("config_file", None), overrides, base=base)

@@ -190,13 +190,16 @@ def build_config(
     cls: type[T],
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    base: Any = None,
 ) -> T:
-    """Resolve a config: defaults, then the file at ``path``, then ``overrides`` (None ignored)."""
-    data: dict[str, Any] = dict(read_config_file(path)) if path is not None else {}
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key.replace("-", "_")] = value
-    return from_dict(cls, {k.replace("-", "_"): v for k, v in data.items()})
+    """Resolve a config, lowest priority first: ``base`` (a config of ``cls``, e.g. a profile;
+    else the dataclass defaults), the file at ``path`` (nested tables merge into nested
+    sections), then ``overrides`` (``None`` values ignored)."""
+    data: dict[str, Any] = to_dict(base) if base is not None else {}
+    if path is not None:
+        deep_update(data, read_config_file(path))
+    deep_update(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_dict(cls, data)
 
 
 def deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import rich_click as click
 
-from edgelam.cli_config import config_options
+from edgelam.cli_config import config_from_cli, config_options
 from edgelam.pretrain.train import PRETRAIN_PROFILES, PretrainConfig
 
 __all__ = ["pretrain_command"]
@@ -64,17 +64,11 @@ def pretrain_command(
 
     Example: edgelam pretrain --steps 2000 --out runs/pretrain
     """
-    from edgelam.config import deep_update, from_dict, read_config_file, to_dict
     from edgelam.pretrain.train import pretrain, pretrain_profile
     from edgelam.runs import read_summary
 
     command = _command_line({"profile": profile, **kwargs, "out": out})
-    data = to_dict(pretrain_profile(profile))
-    config_file = kwargs.pop("config_file", None)
-    if config_file is not None:
-        deep_update(data, read_config_file(config_file))
-    data.update({k: v for k, v in kwargs.items() if v is not None and v != ()})
-    cfg = from_dict(PretrainConfig, data)
+    cfg = config_from_cli(PretrainConfig, kwargs, base=pretrain_profile(profile))
     out = out or Path(f"runs/pretrain-{profile}")
     path = pretrain(
         cfg, out, resume=not no_resume, overwrite=overwrite, progress=not quiet, command=command
