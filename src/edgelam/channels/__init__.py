@@ -4,8 +4,7 @@ Submodules are imported on first use, so that ``edgelam.channels.config`` (and t
 without importing Sionna.
 """
 
-from importlib import import_module
-from typing import Any
+from edgelam.lazy import lazy_exports
 
 _EXPORTS = {
     "CHANNEL_MODELS": "config",
@@ -19,10 +18,4 @@ _EXPORTS = {
     "generate_dataset": "store",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"edgelam.channels.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'edgelam.channels' has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ Nothing here knows about distribution or federated learning: these are plain ``n
 Submodules load on first use: ``transformers`` and ``peft`` take seconds to import.
 """
 
-from importlib import import_module
-from typing import Any
+from edgelam.lazy import lazy_exports
 
 _EXPORTS = {
     "PREDICTORS": "registry",
@@ -35,10 +34,4 @@ _EXPORTS = {
     "trainable_state": "adapters",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"edgelam.models.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'edgelam.models' has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

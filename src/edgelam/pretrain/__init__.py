@@ -12,8 +12,7 @@
 Submodules load on first use (``transformers`` and Sionna take seconds to import).
 """
 
-from importlib import import_module
-from typing import Any
+from edgelam.lazy import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "edgelam.models.pretrained",
@@ -33,10 +32,4 @@ _EXPORTS = {
     "pretrain_profile": "edgelam.pretrain.train",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'edgelam.pretrain' has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
