@@ -146,3 +146,23 @@ def test_invalid_fedavg_config():
         FedAvgConfig(client_fraction=0)
     with pytest.raises(ValueError, match="transport"):
         FedAvg(FedAvgConfig(), Tiny(), [Client(0, _data(4, 0))])
+
+
+def test_evaluate_hooks_score_the_global_model():
+    clients = [Client(i, _data(n, i)) for i, n in enumerate((5, 15))]
+    fed = FedAvg(FedAvgConfig(rounds=1, local_steps=1, batch_size=4), Tiny(), clients,
+                 InProcessTransport(TransferLedger()))  # fmt: skip
+    fed.run_round()
+    assert fed.configure_evaluate(1) == [0, 1]
+    results = [fed.evaluate_client(c) for c in fed.configure_evaluate(1)]
+    ref = Tiny()
+    ref.load_state_dict({**ref.state_dict(), **fed.global_state})
+    with torch.no_grad():
+        direct = [
+            nmse_loss(ref(d.dataset.tensors[0]), d.dataset.tensors[1]).item() for d in clients
+        ]
+    assert [n for _, n in results] == [5, 15]
+    assert [loss for loss, _ in results] == pytest.approx(direct, rel=1e-5)
+    assert fed.aggregate_evaluate(results) == pytest.approx(
+        (5 * direct[0] + 15 * direct[1]) / 20, rel=1e-5
+    )
