@@ -31,7 +31,8 @@ def test_corpus_configs_are_deterministic_and_never_use_held_out_models():
     assert {c.model for c in configs} == set(cfg.models)  # round robin covers every model
     assert not {c.model for c in configs} & set(cfg.held_out)
     for c in configs:
-        assert c.num_subcarriers == 48 and c.history_slots == 16 and c.future_slots == 4
+        assert c.num_subcarriers in cfg.subcarrier_counts
+        assert c.history_slots == 16 and c.future_slots == 4
         assert c.subcarrier_spacing_hz / 1e3 in cfg.subcarrier_spacings_khz
         assert f"{c.bs_rows}x{c.bs_cols}" in cfg.bs_arrays and c.duplex in cfg.duplex
         assert 0 <= c.speed_kmh[0] < c.speed_kmh[1] <= 120
@@ -40,7 +41,9 @@ def test_corpus_configs_are_deterministic_and_never_use_held_out_models():
     # the mix really varies along its axes
     assert len({c.duplex for c in configs}) == 2 and len({c.bs_rows for c in configs}) == 2
     assert len({c.subcarrier_spacing_hz for c in configs}) == 3
+    assert {c.num_subcarriers for c in configs} == set(cfg.subcarrier_counts)
     held = held_out_configs(cfg)
+    assert {c.num_subcarriers for c in held} == {cfg.held_out_subcarriers}
     assert [(c.model, c.los) for c in held] == [("cdl-b", "nlos"), ("umi", "nlos"), ("umi", "los")]
     train_hashes = {config_hash(c) for c in configs}
     assert len(train_hashes) == len(configs) and not train_hashes & {config_hash(c) for c in held}

@@ -125,3 +125,51 @@ def test_a_few_steps_reduce_both_losses_on_a_fixed_batch():
     last = pretrain_losses(model, history, target, mask, 1.0)
     assert last.prediction.item() < 0.8 * first.prediction.item()
     assert last.reconstruction.item() < 0.7 * first.reconstruction.item()
+
+
+def test_one_model_serves_several_subcarrier_counts_with_shared_weights():
+    backbone = BackboneConfig(
+        name="custom", num_layers=1, d_model=16, n_head=2, n_positions=16, pretrained=None
+    )
+    cfg = LLM4CPConfig(num_subcarriers=F, res_dim=4, res_layers=1, dropout=0.0,
+                       backbone=backbone, trainable="full")  # fmt: skip
+    model, _ = build_pretrain_model(cfg, seed=0, subcarrier_counts=(4, F, 12))
+    assert model.subcarrier_counts == [4, F, 12]
+    main = model.predictor
+    for f in ("4", "12"):
+        extra = model.variants[f].predictor
+        assert extra.backbone is main.backbone and extra.delay_branch is main.delay_branch
+        assert extra.token_embedding is not main.token_embedding
+        assert extra.head.out_features == 2 * int(f)
+    # one set of shared parameters: counted once, each F adds only its embedding and heads
+    n_main = sum(p.numel() for p in main.parameters()) + sum(
+        p.numel() for p in model.reconstruction_head.parameters()
+    )
+    f_wide = sum(
+        p.numel()
+        for v in model.variants.values()
+        for m in (v.predictor.token_embedding, v.predictor.head, v.reconstruction_head)
+        for p in m.parameters()
+    )
+    assert sum(p.numel() for p in model.parameters()) == n_main + f_wide
+    # a batch of F=4 runs through its own embedding and the shared backbone, and a step on it
+    # moves the backbone every F uses
+    history = torch.randn(3, L, 8)
+    assert model(history).shape == (3, 4, 8) and model.reconstruct(history).shape == (3, L, 8)
+    before = main.backbone.h[0].attn.c_attn.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(history).square().mean().backward()
+    assert main.token_embedding.weight.grad is None  # F=8's embedding took no part
+    opt.step()
+    assert not torch.equal(before, model.variants["12"].predictor.backbone.h[0].attn.c_attn.weight)
+    with pytest.raises(ValueError, match="serves 2F for F in \\[4, 8, 12\\]"):
+        model(torch.randn(3, L, 10))
+    # state dict: shared weights once, and it round-trips into a fresh model
+    state = model.state_dict()
+    assert not any(k.startswith("variants.") and ".backbone." in k for k in state)
+    fresh, _ = build_pretrain_model(cfg, seed=1, subcarrier_counts=(4, F, 12))
+    fresh.load_state_dict(state)
+    x = torch.randn(2, L, 24)
+    assert torch.equal(fresh.eval()(x), model.eval()(x))  # eval: no backbone dropout
+    with pytest.raises(RuntimeError, match="missing"):
+        fresh.load_state_dict({k: v for k, v in state.items() if "variants.4." not in k})

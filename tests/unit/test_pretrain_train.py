@@ -64,7 +64,8 @@ def test_interrupted_pretraining_resumes_to_exactly_the_same_weights(tiny_cfg, f
 def test_export_load_apply_restores_the_trained_weights(full_run):
     state, card = load_pretrained_backbone(full_run)
     weights = trained(full_run)
-    assert set(state) == {k.removeprefix("predictor.") for k in weights}
+    main = {k.removeprefix("predictor.") for k in weights if not k.startswith("variants.")}
+    assert set(state) == main  # the extra F's embedding and heads only served pre-training
     for name, value in state.items():
         key = name if name.startswith("reconstruction_head.") else f"predictor.{name}"
         assert torch.equal(value, weights[key]), name
@@ -99,7 +100,9 @@ def test_export_load_apply_restores_the_trained_weights(full_run):
     # with the io group too, the predictor reproduces the trained one exactly
     full, _ = build_llm4cp(from_dict(LLM4CPConfig, card["model_config"]), seed=2)
     apply_pretrained(full, state, card, parts=("backbone", "csi", "io"))
-    reference, _ = build_pretrain_model(from_dict(LLM4CPConfig, card["model_config"]))
+    reference, _ = build_pretrain_model(
+        from_dict(LLM4CPConfig, card["model_config"]), subcarrier_counts=(4, 8)
+    )
     reference.load_state_dict(weights)
     x = torch.randn(5, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -160,3 +163,25 @@ def test_pretrain_command_runs_a_short_pretraining(tiny_cfg, tmp_path):
     assert "2 steps" in result.output and "backbone.safetensors" in result.output
     state, card = load_pretrained_backbone(out)
     assert card["steps"] == 2 and card["command"].startswith("edgelam pretrain --profile tiny")
+
+
+def test_every_batch_holds_one_subcarrier_count_and_every_count_is_visited(tiny_cfg, full_run):
+    from edgelam.pretrain.corpus import build_corpus, corpus_splits
+    from edgelam.pretrain.train import _Batches
+
+    files = build_corpus(tiny_cfg.corpus, tiny_cfg.cache_dir, progress=False)
+    train, _ = corpus_splits(files, val_fraction=0.25)
+    assert train.subcarrier_counts == [4, 8]
+    groups = train.groups()
+    batches = _Batches(train, 16, seed=0)
+    assert batches.per_epoch == sum(max(1, len(g) // 16) for g in groups.values())
+    widths = [batches(s)[0].shape[-1] for s in range(batches.per_epoch)]
+    assert sorted(set(widths)) == [8, 16]  # 2F for F = 4 and 8
+    for f, count in batches.per_group.items():
+        assert widths.count(2 * f) == count
+    again = _Batches(train, 16, seed=0)
+    assert torch.equal(again(3)[0], batches(3)[0])  # a function of the step alone
+    # the metrics hold one evaluation per F's files, and the export keeps only the main F
+    card = json.loads((full_run / "model_card.json").read_text())
+    assert card["architecture"]["num_subcarriers"] == 8
+    assert {c["num_subcarriers"] for c in card["training_configs"]} == {4, 8}

@@ -185,9 +185,10 @@ def export_pretrained(
     predictor = getattr(model, "predictor", model)
     if not isinstance(predictor, LLM4CPPredictor):
         raise TypeError(f"expected an LLM4CPPredictor, got {type(predictor).__name__}")
-    state = {
+    state = {  # a PretrainModel's per-F extras ("variants.") serve pre-training only
         k.removeprefix("predictor."): v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
+        if not k.startswith("variants.")
     }
     if any("lora_" in k or "base_layer" in k for k in state):
         raise ValueError("export_pretrained: the model carries LoRA layers; export without LoRA")

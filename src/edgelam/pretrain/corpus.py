@@ -10,13 +10,13 @@ stream, for zero-shot and few-shot tests.
 
 One model serves every array size because each BS antenna port is its own item (LLM4CP's
 convention, :class:`~edgelam.channels.dataset.CSIPredictionDataset`): a 2x2 and a 4x4
-dual-polarised array give 8 and 32 items per user. The number of subcarriers ``F`` is fixed per
-corpus (default 48, the case study's). The CSI branches (patch mixer, frequency- and
-delay-domain convolutions) are F-agnostic 2-D convolutions, so their weights would transfer to
-any ``F``; the token embedding ``Conv1d(2F -> d_model)`` and the head ``Linear(d_model -> 2F)``
-are not, and a corpus mixing several ``F`` would need one embedding/head per ``F`` (not done
-here). Subcarrier *spacing* varies instead, which varies the bandwidth (and so the frequency
-selectivity) the model sees.
+dual-polarised array give 8 and 32 items per user. Each configuration also draws its number of
+subcarriers ``F`` (default 32, 48 or 64, in turn) and its subcarrier spacing, so the model sees
+bandwidths from 0.96 to 11.5 MHz. The CSI branches (patch mixer, frequency- and delay-domain
+convolutions), the time mixers and the backbone are F-agnostic and shared by every ``F``; the
+token embedding ``Conv1d(2F -> d_model)`` and the heads ``Linear(d_model -> 2F)`` are one per
+``F`` (:class:`~edgelam.pretrain.model.PretrainModel`), and every batch holds items of one
+``F`` (:meth:`PretrainDataset.groups`).
 
 Files are generated with :func:`~edgelam.channels.store.generate_dataset` into a cache
 directory, named by a hash of their full config: a rerun reuses complete files and resumes an
@@ -98,8 +98,14 @@ class CorpusConfig:
     )
     bs_polarization: Literal["dual", "single"] = option("dual", "BS array polarisation")
     carrier_frequency_hz: float = option(2.4e9, "carrier frequency [Hz]")
-    num_subcarriers: int = option(
-        48, "subcarriers F of every configuration (fixed: the token embedding and head are F-wide)"
+    subcarrier_counts: tuple[int, ...] = option(
+        (32, 48, 64),
+        "subcarrier counts F drawn from (one token embedding and head per F, the rest shared)",
+    )
+    held_out_subcarriers: int = option(
+        48,
+        "F of the held-out configurations (the model's F, so the exported embedding and head "
+        "serve zero-shot tests)",
     )
     history_slots: int = option(16, "history slots per item (the model's L_h)")
     future_slots: int = option(4, "future slots per item (the model's L_f)")
@@ -124,6 +130,7 @@ class CorpusConfig:
             "duplex",
             "subcarrier_spacings_khz",
             "bs_arrays",
+            "subcarrier_counts",
         ):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: need at least one value")
@@ -141,8 +148,9 @@ class CorpusConfig:
             )
         for array in self.bs_arrays:
             _parse_array(array)
+        if min(self.subcarrier_counts) < 1 or self.held_out_subcarriers < 1:
+            raise ConfigError(f"subcarrier_counts: must be >= 1, got {self.subcarrier_counts}")
         for name in (
-            "num_subcarriers",
             "history_slots",
             "future_slots",
             "num_configs",
@@ -173,6 +181,7 @@ def _draw(
     rng: np.random.Generator,
     num_samples: int,
     seed: int,
+    subcarriers: int,
 ) -> ChannelConfig:
     """One configuration; every axis is drawn (even unused ones) to keep the stream aligned."""
     drawn_los = cfg.system_los[rng.integers(len(cfg.system_los))]
@@ -191,7 +200,7 @@ def _draw(
         bs_rows=rows,
         bs_cols=cols,
         bs_polarization=cfg.bs_polarization,
-        num_subcarriers=cfg.num_subcarriers,
+        num_subcarriers=int(subcarriers),
         subcarrier_spacing_hz=float(spacing) * 1e3,
         csi_period_s=float(cfg.csi_period_s),
         history_slots=cfg.history_slots,
@@ -210,8 +219,10 @@ def _file_seed(corpus_seed: int, stream: int, index: int) -> int:
 def corpus_configs(cfg: CorpusConfig) -> list[ChannelConfig]:
     """The ``num_configs`` training configurations (deterministic in ``cfg``).
 
-    Configuration ``i`` uses model ``models[i % len(models)]``; its other axes are drawn from
-    ``numpy.random.default_rng([seed, 0])`` and its channel seed from ``(seed, 0, i)``.
+    Configuration ``i`` uses model ``models[i % len(models)]`` and ``F =
+    subcarrier_counts[i % len(subcarrier_counts)]`` (with co-prime lengths, every pair comes
+    up); its other axes are drawn from ``numpy.random.default_rng([seed, 0])`` and its channel
+    seed from ``(seed, 0, i)``.
 
     >>> cs = corpus_configs(CorpusConfig(num_configs=7))
     >>> [c.model for c in cs][:6], any(c.model in ("cdl-b", "umi") for c in cs)
@@ -226,6 +237,7 @@ def corpus_configs(cfg: CorpusConfig) -> list[ChannelConfig]:
             rng,
             cfg.users_per_config,
             _file_seed(cfg.seed, 0, i),
+            cfg.subcarrier_counts[i % len(cfg.subcarrier_counts)],
         )
         for i in range(cfg.num_configs)
     ]
@@ -233,6 +245,8 @@ def corpus_configs(cfg: CorpusConfig) -> list[ChannelConfig]:
 
 def held_out_configs(cfg: CorpusConfig) -> list[ChannelConfig]:
     """One configuration per held-out model (UMa/UMi: one per state in ``system_los``).
+
+    Every held-out configuration has ``held_out_subcarriers`` subcarriers.
 
     Axes other than the model are drawn from ``default_rng([seed, 1])``, channel seeds from
     ``(seed, 1, i)``: a stream disjoint from the training configurations'.
@@ -244,7 +258,15 @@ def held_out_configs(cfg: CorpusConfig) -> list[ChannelConfig]:
         for los in (cfg.system_los if model_family(m) == "system" else (None,))
     ]
     return [
-        _draw(cfg, m, los, rng, cfg.held_out_users, _file_seed(cfg.seed, 1, i))
+        _draw(
+            cfg,
+            m,
+            los,
+            rng,
+            cfg.held_out_users,
+            _file_seed(cfg.seed, 1, i),
+            cfg.held_out_subcarriers,
+        )
         for i, (m, los) in enumerate(pairs)
     ]
 
@@ -303,6 +325,8 @@ class PretrainDataset(ConcatDataset):
 
     Each part keeps its own normalisation (see the module docstring); :meth:`part_of` says
     which part an item comes from, so predictions can be de-normalised with its statistics.
+    Parts share ``L_h`` and ``L_f`` but may differ in ``F``; :meth:`groups` gives the items of
+    each ``F``, so batches can be formed within one.
 
     Shapes:
         ``ds[i]`` -> ``(history [L_h, 2F], target [L_f, 2F])`` float32, re/im interleaved.
@@ -313,10 +337,23 @@ class PretrainDataset(ConcatDataset):
     def __init__(self, parts: Sequence[CSIPredictionDataset]) -> None:
         if not parts:
             raise ValueError("parts: need at least one dataset")
-        shapes = {(p.history_slots, p.future_slots, p.num_subcarriers) for p in parts}
-        if len(shapes) != 1:
-            raise ValueError(f"parts: (L_h, L_f, F) differ between files: {sorted(shapes)}")
+        slots = {(p.history_slots, p.future_slots) for p in parts}
+        if len(slots) != 1:
+            raise ValueError(f"parts: (L_h, L_f) differ between files: {sorted(slots)}")
         super().__init__(parts)
+
+    @property
+    def subcarrier_counts(self) -> list[int]:
+        """The distinct ``F`` of the parts, ascending."""
+        return sorted({p.num_subcarriers for p in self.datasets})
+
+    def groups(self) -> dict[int, np.ndarray]:
+        """``{F: indices of the items with F subcarriers}`` (ascending F, ascending indices)."""
+        starts = [0, *self.cumulative_sizes[:-1]]
+        out: dict[int, list[np.ndarray]] = {}
+        for part, start, stop in zip(self.datasets, starts, self.cumulative_sizes, strict=True):
+            out.setdefault(part.num_subcarriers, []).append(np.arange(start, stop))
+        return {f: np.concatenate(out[f]) for f in sorted(out)}
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the observation noise of ``epoch`` in every part."""

@@ -112,24 +112,38 @@ class PretrainConfig:
             raise ConfigError(f"mask_ratio: must be in [0, 1), got {self.mask_ratio}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
-        for name in ("history_slots", "future_slots", "num_subcarriers"):
+        for name in ("history_slots", "future_slots"):
             if getattr(self.model, name) != getattr(self.corpus, name):
                 raise ConfigError(
                     f"model.{name}: {getattr(self.model, name)} differs from corpus.{name}="
                     f"{getattr(self.corpus, name)}"
                 )
+        if self.model.num_subcarriers != self.corpus.held_out_subcarriers:
+            raise ConfigError(
+                f"model.num_subcarriers: {self.model.num_subcarriers} differs from "
+                f"corpus.held_out_subcarriers={self.corpus.held_out_subcarriers} (zero-shot "
+                "tests use the exported embedding and head)"
+            )
         if self.model.trainable == "lora":
             raise ConfigError("model.trainable: pre-training trains 'full' or 'ln_pe', not 'lora'")
-        for name, axis in (("mask_patch_slots", self.model.history_slots),
-                           ("mask_patch_subcarriers", self.model.num_subcarriers)):  # fmt: skip
+        axes = [("mask_patch_slots", self.model.history_slots)]
+        for f in sorted({*self.corpus.subcarrier_counts, self.model.num_subcarriers}):
+            axes.append(("mask_patch_subcarriers", f))
+        for name, axis in axes:
             if axis % getattr(self, name):
                 raise ConfigError(f"{name}: {getattr(self, name)} must divide {axis}")
 
+    @property
+    def subcarrier_counts(self) -> list[int]:
+        """Every ``F`` the model is pre-trained on (the corpus's and the model's own)."""
+        return sorted({*self.corpus.subcarrier_counts, self.model.num_subcarriers})
+
 
 def _tiny() -> PretrainConfig:
-    corpus = CorpusConfig(models=("tdl-a", "tdl-c"), held_out=("tdl-b",), num_subcarriers=8,
-                          bs_arrays=("1x2",), num_configs=2, users_per_config=8,
-                          held_out_users=8, subcarrier_spacings_khz=(180.0,))  # fmt: skip
+    corpus = CorpusConfig(models=("tdl-a", "tdl-c"), held_out=("tdl-b",),
+                          subcarrier_counts=(4, 8), held_out_subcarriers=8, bs_arrays=("1x2",),
+                          num_configs=2, users_per_config=8, held_out_users=8,
+                          subcarrier_spacings_khz=(180.0,))  # fmt: skip
     backbone = BackboneConfig(
         name="custom", num_layers=1, d_model=16, n_head=2, n_positions=16, pretrained=None
     )
@@ -171,23 +185,39 @@ def _device(name: str) -> torch.device:
 
 
 class _Batches:
-    """Batch ``s`` of the seeded epoch permutation (a function of ``s`` alone)."""
+    """Batch ``s`` of the seeded epoch schedule (a function of ``s`` alone).
+
+    Every batch holds items of one ``F``. An epoch permutes each ``F``'s items (seed
+    ``(seed, epoch, F)``), cuts them into ``max(1, n_F // batch_size)`` batches (a group smaller
+    than one batch wraps around), and shuffles the order of all the batches (seed
+    ``(seed, epoch)``), so every ``F`` is visited in proportion to its items.
+    """
 
     def __init__(self, dataset: Any, batch_size: int, seed: int) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.per_epoch = max(1, len(dataset) // batch_size)
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+        self.groups = {f: torch.from_numpy(idx) for f, idx in dataset.groups().items()}
+        self.per_group = {f: max(1, len(idx) // batch_size) for f, idx in self.groups.items()}
+        self.per_epoch = sum(self.per_group.values())
+        self._epoch, self._batches = -1, []
+
+    def _schedule(self, epoch: int) -> list[torch.Tensor]:
+        batches = []
+        for f, idx in self.groups.items():
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, f))
+            perm = idx[torch.randperm(len(idx), generator=gen)]
+            if len(perm) < self.batch_size:  # fewer items than one batch: wrap around
+                perm = perm.repeat(-(-self.batch_size // len(perm)))
+            size = self.batch_size
+            batches += [perm[i * size : (i + 1) * size] for i in range(self.per_group[f])]
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        return [batches[int(i)] for i in torch.randperm(len(batches), generator=gen)]
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, pos = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
-            self._epoch, self._perm = epoch, torch.randperm(len(self.dataset), generator=gen)
+            self._epoch, self._batches = epoch, self._schedule(epoch)
         self.dataset.set_epoch(epoch)
-        idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
-        if idx.numel() < self.batch_size:  # fewer items than one batch: wrap around
-            idx = self._perm.repeat(-(-self.batch_size // len(self._perm)))[: self.batch_size]
-        items = [self.dataset[int(i)] for i in idx]
+        items = [self.dataset[int(i)] for i in self._batches[pos]]
         return torch.stack([h for h, _ in items]), torch.stack([t for _, t in items])
 
 
@@ -247,7 +277,9 @@ def pretrain(
     held_ds = held_out_dataset(held_files, snr_db=cfg.eval_snr_db, noise_seed=cfg.seed)
     eval_sets = {"val": val_ds, "held_out": held_ds}
 
-    model, info = build_pretrain_model(cfg.model, seed=cfg.seed)
+    model, info = build_pretrain_model(
+        cfg.model, seed=cfg.seed, subcarrier_counts=cfg.subcarrier_counts
+    )
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
@@ -279,7 +311,7 @@ def pretrain(
             mask = patch_mask(
                 len(history),
                 cfg.model.history_slots,
-                cfg.model.num_subcarriers,
+                history.shape[-1] // 2,
                 **_mask_kwargs(cfg),
                 generator=torch.Generator().manual_seed(derive_seed(cfg.seed, step, 2)),
             )
