@@ -31,6 +31,7 @@ from edgelam.channels.dataset import (
     train_val_test_split,
 )
 from edgelam.channels.store import CSIFile
+from edgelam.config import from_dict
 from edgelam.models import BackboneConfig, LLM4CPConfig, RecurrentConfig, build_predictor
 from edgelam.models.pretrained import resolve_wireless, wireless_architecture
 from edgelam.pretrain.corpus import CorpusConfig, build_held_out
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default="data/pretrain", help="pre-training corpus cache")
     parser.add_argument("--steps", type=int, default=200, help="few-shot training steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of the trained models")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/pretrain_transfer.json")
     )
@@ -65,10 +67,12 @@ def main() -> None:
     if ckpt is None:
         raise SystemExit(f"--checkpoint {args.checkpoint!r} is not an edgelam checkpoint")
     arch = wireless_architecture(ckpt)
+    card = json.loads((ckpt / "model_card.json").read_text())
+    corpus = from_dict(CorpusConfig, card["pretrain_config"]["corpus"])  # its held-out set
     fed = FedAvgConfig(rounds=max(1, args.steps // 4), local_steps=4, batch_size=32, lr=3e-3,
                        seed=args.seed)  # fmt: skip
     results = []
-    for path in build_held_out(CorpusConfig(), args.cache_dir, progress=False):
+    for path in build_held_out(corpus, args.cache_dir, progress=False):
         file = CSIFile.open(path)
         split = train_val_test_split(file, fractions=(0.1, 0.1, 0.8), seed=args.seed)
         norm = normalization_stats(file, split.train)
@@ -80,16 +84,18 @@ def main() -> None:
         row = {"file": path.name, "model": file.config.model, "duplex": file.config.duplex,
                "train_users": len(split.train), "test_users": len(split.test)}  # fmt: skip
         all_parts = ("backbone", "csi", "io")
+        shape = {k: arch[k] for k in ("history_slots", "future_slots", "num_subcarriers")}
         candidates = {
             "zero_shot_pretrained": (lam_config(str(ckpt), all_parts, arch), 0),
             "few_shot_pretrained": (lam_config(str(ckpt), all_parts, arch), args.steps),
             "few_shot_random": (lam_config(None, all_parts, arch), args.steps),
-            "few_shot_gru": (RecurrentConfig(hidden_size=128, num_layers=2), args.steps),
+            "few_shot_gru": (RecurrentConfig(hidden_size=128, num_layers=2, **shape), args.steps),
         }
         for name, (cfg, steps) in candidates.items():
             start = time.perf_counter()
             model, _ = build_predictor("gru" if name.endswith("gru") else "llm4cp", cfg,
                                        seed=args.seed)  # fmt: skip
+            model.to(args.device)
             if steps:
                 trainer = FedAvg(dataclasses.replace(fed), model, [Client(0, train)],
                                  communicate=False)  # fmt: skip
@@ -104,7 +110,8 @@ def main() -> None:
         results.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"checkpoint": str(ckpt), "steps": args.steps, "fractions": [0.1, 0.1, 0.8],
-            "test_snr_db": 18.0}  # fmt: skip
+            "test_snr_db": 18.0, "device": args.device,
+            "checkpoint_parameters": card.get("parameters")}  # fmt: skip
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -42,7 +42,7 @@ def _command_line(params: dict[str, Any]) -> str:
     default="default",
     show_default=True,
     help="default: the shipped edgelam-wireless backbone (CPU, ~15 min at 2000 steps); "
-    "tiny: seconds, for tests",
+    "paper: GPU scale (6 x 768 GPT-2, 45 configs x 512 users); tiny: seconds, for tests",
 )
 @config_options(PretrainConfig)
 @click.option(

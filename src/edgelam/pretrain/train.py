@@ -155,8 +155,22 @@ def _tiny() -> PretrainConfig:
                           corpus=corpus, model=model)  # fmt: skip
 
 
-#: Named starting points: ``default`` (the shipped backbone), ``tiny`` (seconds, for tests).
-PRETRAIN_PROFILES = {"default": PretrainConfig, "tiny": _tiny}
+def _paper() -> PretrainConfig:
+    corpus = CorpusConfig(num_configs=45, users_per_config=512, held_out_users=512)
+    backbone = BackboneConfig(
+        name="custom", num_layers=6, d_model=768, n_head=12, n_positions=16, pretrained=None
+    )
+    model = LLM4CPConfig(res_dim=64, res_layers=4, backbone=backbone, trainable="full")
+    return PretrainConfig(steps=6000, batch_size=256, lr=3e-4, warmup_steps=300,
+                          eval_every=1000, eval_items=512, checkpoint_every=500,
+                          cache_dir="data/pretrain-paper", device="auto", corpus=corpus,
+                          model=model)  # fmt: skip
+
+
+#: Named starting points: ``default`` (the shipped backbone, CPU), ``paper`` (GPU scale:
+#: LLM4CP's 6 GPT-2 layers x 768 and res_dim 64, 45 configurations x 512 users, every model
+#: with every F three times), ``tiny`` (seconds, for tests).
+PRETRAIN_PROFILES = {"default": PretrainConfig, "paper": _paper, "tiny": _tiny}
 
 
 def pretrain_profile(name: str) -> PretrainConfig:
