@@ -1,7 +1,9 @@
 """Zero-shot and few-shot channel prediction on configurations pre-training never saw.
 
 For each held-out configuration of the pre-training corpus (default: CDL-B and UMi), users are
-split 10 % (few-shot training) / 10 % (unused) / 80 % (test). Compared, by test NMSE [dB]:
+split 10 % (few-shot training) / 10 % (validation) / 80 % (test). Every few-shot model trains
+``--steps`` steps and keeps the state that scored best on the validation users (checked every
+``--check`` rounds, the untrained state included). Compared, by test NMSE [dB]:
 
 * ``zero_shot_pretrained``: the pre-trained LAM (backbone, CSI branches, embedding and head from
   the checkpoint), no training on the held-out configuration;
@@ -18,6 +20,7 @@ Writes JSON (default ``benchmarks/results/pretrain_transfer.json``)::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import time
@@ -52,6 +55,23 @@ def lam_config(checkpoint: str | None, parts: tuple[str, ...], arch: dict) -> LL
                         trainable="lora", pretrained_parts=parts)  # fmt: skip
 
 
+def train_early_stopped(trainer: FedAvg, val, kwargs: dict, every: int) -> int:
+    """Train all rounds, validating every ``every``; restore the best state; return its step."""
+
+    def snapshot() -> dict:
+        return copy.deepcopy(trainer.state_dict())
+
+    best = (evaluate_predictor(trainer.model, val, **kwargs)["nmse_db"], 0, snapshot())
+    while trainer.round < trainer.config.rounds:
+        trainer.run_round()
+        if trainer.round % every == 0 or trainer.round == trainer.config.rounds:
+            nmse = evaluate_predictor(trainer.model, val, **kwargs)["nmse_db"]
+            if nmse < best[0]:
+                best = (nmse, trainer.round, snapshot())
+    trainer.load_state_dict(best[2])
+    return best[1] * trainer.config.local_steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="edgelam-wireless")
@@ -59,6 +79,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="few-shot training steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device of the trained models")
+    parser.add_argument(
+        "--check", type=int, default=10, help="validate every this many rounds (early stopping)"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/pretrain_transfer.json")
     )
@@ -79,6 +102,7 @@ def main() -> None:
         train = CSIPredictionDataset(file, split.train, snr_db=(5.0, 20.0), noisy_target=True,
                                      norm=norm, seed=args.seed)  # fmt: skip
         test = CSIPredictionDataset(file, split.test, snr_db=18.0, norm=norm, seed=args.seed + 1)
+        val = CSIPredictionDataset(file, split.val, snr_db=18.0, norm=norm, seed=args.seed + 2)
         kwargs = dict(speeds_kmh=file.meta["speed_mps"] * 3.6,
                       num_antennas=file.config.num_bs_antennas, group_edges_kmh=EDGES)  # fmt: skip
         row = {"file": path.name, "model": file.config.model, "duplex": file.config.duplex,
@@ -99,8 +123,7 @@ def main() -> None:
             if steps:
                 trainer = FedAvg(dataclasses.replace(fed), model, [Client(0, train)],
                                  communicate=False)  # fmt: skip
-                while trainer.round < fed.rounds:
-                    trainer.run_round()
+                row[f"{name}_best_step"] = train_early_stopped(trainer, val, kwargs, args.check)
             row[name] = evaluate_predictor(model, test, **kwargs)["nmse_db"]
             row[f"{name}_seconds"] = time.perf_counter() - start
         for name, model in (("ar", ARPredictor(order=8, shared_over_subcarriers=True)),
