@@ -244,8 +244,15 @@ class LLM4CPPredictor(nn.Module):
         mixed = self.patch_mix(patches.transpose(-1, -2)).transpose(-1, -2)
         return mixed.reshape(b, c, length, f)
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        """Predict the next ``L_f`` slots. ``[B, L_h, 2F]`` -> ``[B, L_f, 2F]``."""
+    def embed(
+        self, history: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Steps 1-3: normalise, preprocess and embed the history.
+
+        Shapes:
+            history ``[B, L_h, 2F]`` -> ``(tokens [B, L_h, d_model], (mean, std))``, the
+            statistics ``[]`` ('batch') or ``[B, 1, 1]`` ('sample') for :meth:`project`.
+        """
         check_history(history, self.history_slots, self.num_subcarriers)
         x, mean, std = normalize_per_call(history, self.normalization)
         b, length, width = x.shape
@@ -263,7 +270,22 @@ class LLM4CPPredictor(nn.Module):
         tokens = self.token_embedding(x.transpose(1, 2)).transpose(1, 2) + self.positions
         tokens = self.embedding_dropout(tokens)
         tokens = self.time_mix(tokens.transpose(1, 2)).transpose(1, 2)  # [B, L_h, d_model]
-        hidden = self.backbone(inputs_embeds=tokens, use_cache=False).last_hidden_state
+        return tokens, (mean, std)
+
+    def project(
+        self, hidden: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Steps 5-6: output head, time projection, de-normalisation with :meth:`embed`'s stats.
+
+        Shapes:
+            hidden ``[B, L_h, d_model]`` -> prediction ``[B, L_f, 2F]``.
+        """
         y = self.head(hidden)  # [B, L_h, 2F]
         y = self.time_projection(y.transpose(1, 2)).transpose(1, 2)  # [B, L_f, 2F]
-        return denormalize(y, mean, std)
+        return denormalize(y, *stats)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """Predict the next ``L_f`` slots. ``[B, L_h, 2F]`` -> ``[B, L_f, 2F]``."""
+        tokens, stats = self.embed(history)
+        hidden = self.backbone(inputs_embeds=tokens, use_cache=False).last_hidden_state
+        return self.project(hidden, stats)

@@ -40,7 +40,7 @@ from edgelam.distributed.transport import InProcessTransport
 from edgelam.models.adapters import load_trainable_state, trainable_state
 from edgelam.seeding import derive_seed
 
-__all__ = ["FedAvgConfig", "FedAvg", "Client", "FitResult", "nmse_loss"]
+__all__ = ["FedAvgConfig", "FedAvg", "Client", "FitResult", "collate", "nmse_loss"]
 
 State = dict[str, torch.Tensor]
 
@@ -111,9 +111,10 @@ def nmse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (err / ref).mean()
 
 
-def _collate(
+def collate(
     dataset: Dataset, indices: Sequence[int], device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the ``(x, y)`` items ``indices`` of ``dataset`` into a batch on ``device``."""
     items = [dataset[int(i)] for i in indices]
     x, y = torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
     return x.to(device), y.to(device)
@@ -190,7 +191,7 @@ class FedAvg:
         order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))])
         losses = []
         for step in range(cfg.local_steps):
-            x, y = _collate(
+            x, y = collate(
                 client.dataset, order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             )
             opt.zero_grad(set_to_none=True)
@@ -232,7 +233,7 @@ class FedAvg:
         n = min(len(ds), max_items)  # type: ignore[arg-type]
         total = 0.0
         for start in range(0, n, 256):
-            x, y = _collate(ds, range(start, min(n, start + 256)), self.device)
+            x, y = collate(ds, range(start, min(n, start + 256)), self.device)
             total += self.loss_fn(self.model(x), y).item() * len(x)
         return total / n, n
 
