@@ -25,13 +25,19 @@ server (role :data:`SERVER`) is party to every exchange and records every payloa
 :class:`~edgelam.network.TransferLedger`, through the same
 :class:`~edgelam.distributed.transport.InProcessTransport` (quantisation + bits) in both runtimes.
 
-Randomness (mini-batches, dropout) is seeded from ``(seed, iteration, device, phase)``, never
-from a shared stream, so each role computes the same numbers whichever process it runs in.
+Randomness (mini-batches, dropout, privacy noise) is seeded from
+``(seed, iteration, device, phase)``, never from a shared stream, so each role computes the
+same numbers whichever process it runs in.
+
+With ``config.privacy.enabled`` (:mod:`edgelam.training.privacy`, docs/privacy.md) each device
+draws its batch as its accountant assumes, clips every sample's Jacobian rows (and embeddings)
+and adds Gaussian noise before the uplink; its accountant is stepped once per participation.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +54,10 @@ from edgelam.models.adapters import load_trainable_state, trainable_state
 from edgelam.network import TransferLedger
 from edgelam.seeding import derive_seed
 from edgelam.training.fedavg import collate
+from edgelam.training.privacy.cascade import cascade_stats
+from edgelam.training.privacy.config import PrivacyConfig
+from edgelam.training.privacy.mechanism import AnalogChannel
+from edgelam.training.privacy.protocol import DevicePrivacy, ServerPrivacy
 from edgelam.training.split import SplitModel, split_model
 from edgelam.training.split_roles import DeviceRole, ServerRole
 
@@ -94,7 +104,11 @@ class SplitFedFTConfig:
         None, "how every exchanged tensor is sent: null (its own dtype) or a scheme"
     )
     count_flops: bool = option(True, "count device/server FLOPs (once per input shape)")
-    seed: int = option(0, "seed of mini-batches and dropout")
+    seed: int = option(0, "seed of mini-batches, dropout and privacy noise")
+    privacy: PrivacyConfig = dataclasses.field(
+        default_factory=PrivacyConfig,
+        metadata={"help": "differential privacy of the uplink (default off; docs/privacy.md)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size"):
@@ -113,14 +127,22 @@ class SplitFedFTConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
+        if self.privacy.enabled and self.device_sync_every != 0:
+            raise ConfigError(
+                "device_sync_every: must be 0 with privacy enabled (syncing uploads the device "
+                f"modules, trained on raw data without noise), got {self.device_sync_every}"
+            )
 
 
 @dataclass
 class DeviceData:
-    """A device's data source: ``batches(iteration) -> (inputs, targets)`` and its size ``n_k``."""
+    """A device's data source: ``batches(iteration) -> (inputs, targets)`` and its size ``n_k``;
+    ``select(iteration, indices) -> (inputs, targets)`` (optional) gives chosen items, so that
+    privacy can draw the batches its accountant assumes."""
 
     batches: Callable[[int], Batch]
     num_samples: int
+    select: Callable[[int, torch.Tensor], Batch] | None = None
 
 
 def dataset_batches(
@@ -135,13 +157,16 @@ def dataset_batches(
     if n < 1:
         raise ValueError(f"device {device_index}: empty dataset")
 
-    def batches(iteration: int) -> Batch:
+    def select(iteration: int, indices: torch.Tensor) -> Batch:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(iteration)
-        gen = torch.Generator().manual_seed(derive_seed(seed, iteration, device_index))
-        return collate(dataset, torch.randperm(n, generator=gen)[:batch_size], device)
+        return collate(dataset, indices, device)
 
-    return DeviceData(batches, n)
+    def batches(iteration: int) -> Batch:
+        gen = torch.Generator().manual_seed(derive_seed(seed, iteration, device_index))
+        return select(iteration, torch.randperm(n, generator=gen)[:batch_size])
+
+    return DeviceData(batches, n, select)
 
 
 def per_device(record: Mapping[str, Any], num_devices: int) -> dict[str, list[int]]:
@@ -177,9 +202,13 @@ class SplitFedFT:
             devices ``0 .. len - 1``).
         link: the runtime; default an :class:`InProcessLink` over ``len(data)`` devices with
             ``config.quantization``.
+        uplink_channel: ``uplink_channel(iteration, device) -> AnalogChannel``, the devices'
+            uplinks as an analog transmission sees them (``privacy.uplink = 'analog'``).
 
     Raises:
         ValueError: an owned device has no data, or the backbone has nothing to train.
+        ConfigError: privacy on a model whose batch statistics couple the samples, or an analog
+            uplink without ``uplink_channel``.
     """
 
     def __init__(
@@ -188,6 +217,7 @@ class SplitFedFT:
         model: nn.Module | SplitModel,
         data: Sequence[DeviceData] | Mapping[int, DeviceData],
         link: Link | None = None,
+        uplink_channel: Callable[[int, int], AnalogChannel] | None = None,
     ) -> None:
         data = dict(enumerate(data)) if isinstance(data, Sequence) else dict(data)
         if link is None:
@@ -206,13 +236,25 @@ class SplitFedFT:
         template = self.split.device_modules()
         shared = {id(p) for p in template.parameters()}
         self.server = ServerRole(self.split.backbone, shared, config) if link.owns(SERVER) else None
+        privacy = config.privacy if config.privacy.enabled else None
+        if privacy and getattr(self.split.embedding, "normalization", None) == "batch":
+            raise ConfigError(
+                "privacy: LLM4CP normalization='batch' couples the samples of a batch (shared "
+                "mean/std), so clipping each sample does not bound its influence; use 'sample'"
+            )
+        self.privacy = ServerPrivacy(privacy, config.seed) if privacy and self.server else None
         self.devices: dict[int, DeviceRole] = {}
         for k in range(link.num_devices):
             if link.owns(k):
                 if k not in data:
                     raise ValueError(f"data: device {k} runs in this process but has no data")
                 modules = copy.deepcopy(template)
-                self.devices[k] = DeviceRole(k, modules, self.split.loss_fn, data[k], config)
+                guard = None
+                if privacy:
+                    channel = (lambda t, k=k: uplink_channel(t, k)) if uplink_channel else None
+                    guard = DevicePrivacy(privacy, k, data[k].num_samples, config.batch_size,
+                                          config.iterations, config.seed, channel)  # fmt: skip
+                self.devices[k] = DeviceRole(k, modules, self.split.loss_fn, data[k], config, guard)
         self.num_samples: dict[int, int] = {}
         for k in range(link.num_devices):  # set-up: devices tell the server their n_k
             n = link.report(k, SERVER, data[k].num_samples if k in self.devices else None)
@@ -255,6 +297,10 @@ class SplitFedFT:
             (backbone forward + backward for this device's batch), ``uplink_bits``,
             ``downlink_bits`` and ``bits = {"uplink": {what: bits}, "downlink": {what: bits}}``
             with ``what`` in embeddings, jacobians, representations, embedding_grads, device_sync.
+            With privacy also ``epsilon`` (the largest device epsilon so far), ``delta``,
+            ``cascade`` (:func:`~edgelam.training.privacy.cascade.cascade_stats`, with
+            ``measure_cascade``) and per scheduled row ``epsilon`` and ``privacy``
+            (:meth:`~edgelam.training.privacy.protocol.DevicePrivacy.stats`).
 
         Raises:
             ValueError: an empty or invalid schedule, or a tensor of the wrong shape.
@@ -263,11 +309,15 @@ class SplitFedFT:
         start, ledger_start = time.perf_counter(), len(link.ledger) if server else 0
         scheduled = link.agree(self._check_schedule(scheduled) if server else None)
         # 1. devices -> server: embeddings
-        received = {}
+        received, private = {}, cfg.privacy.enabled
         for k in scheduled:
             dev = self.devices.get(k)
             payload = {"embeddings": dev.embed(t)} if dev else None
+            if dev and private:
+                dev.privacy.step_accountant()  # one accounted release per participation
             received[k] = link.exchange(k, SERVER, payload, "embeddings", t)
+            if cfg.privacy.clip_embeddings:
+                self._analog_receive(k, t, "embeddings", received[k])
         # 2. server: backbone; server -> device k: representations; device k: loss, jacobian
         jacobians = {}
         for k in scheduled:
@@ -278,7 +328,7 @@ class SplitFedFT:
             if k in self.devices:
                 jacobians[k] = self.devices[k].task_step(t, got["representations"])
         # 3. devices -> server: jacobians; server: weighted backward into the LoRA matrices
-        stats, embedding_grads = {}, {}
+        stats, embedding_grads, noises, used = {}, {}, {}, {}
         if server:
             sizes = {k: received[k]["embeddings"].shape[0] for k in scheduled}
             if cfg.weighting == "samples":
@@ -288,9 +338,15 @@ class SplitFedFT:
             dev = self.devices.get(k)
             payload = {"jacobians": jacobians[k]} if dev else None
             got = link.exchange(k, SERVER, payload, "jacobians", t)
+            received_noise = self._analog_receive(k, t, "jacobians", got)
             stats[k] = link.report(k, SERVER, dev.stats if dev else None)
+            if private and cfg.privacy.measure_cascade:  # instrument, not a radio payload
+                noise = link.report(k, SERVER, dev.privacy.noise if dev else None)
+                if server:
+                    noises[k] = noise if received_noise is None else noise + received_noise
+                    used[k] = got["jacobians"]
             if server:
-                embedding_grads[k] = server.backward(k, got["jacobians"], w[k])
+                embedding_grads[k] = server.backward(k, got["jacobians"], w[k], noises.get(k))
         # 4. (embedding_grad) server -> device k: dL_k/dE_k; device: embedding backward
         if cfg.embedding_grad:
             for k in scheduled:
@@ -299,6 +355,10 @@ class SplitFedFT:
                 if k in self.devices:
                     self.devices[k].embedding_backward(got["embedding_grads"])
         # 5. updates: server optimiser on the LoRA matrices, each device on its modules
+        cascade = None
+        if server and noises:
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in server.params]
+            cascade = cascade_stats(grads, server.noise_grads, used, noises, w)
         if server:
             server.step()
         for dev in self.devices.values():
@@ -315,9 +375,23 @@ class SplitFedFT:
             self.memory["server"] = server.memory([received[k]["embeddings"] for k in scheduled])
         transfers = link.ledger.records[ledger_start:]
         record = self._record(t, scheduled, w, stats, server_flops, synced, transfers)
+        if self.privacy is not None:
+            self.privacy.annotate(record, {k: stats[k]["privacy"] for k in scheduled}, cascade)
         record["wall_seconds"] = time.perf_counter() - start
         self.records.append(record)
         return record
+
+    def _analog_receive(self, k: int, t: int, what: str, got: State | None) -> torch.Tensor | None:
+        """Analog uplink: the server decodes ``got[what]`` plus the receiver noise, whose std
+        (referred to the tensor) the device reports; returns that noise on the server."""
+        if not self.config.privacy.enabled or self.config.privacy.uplink != "analog":
+            return None
+        dev = self.devices.get(k)
+        std = self.link.report(k, SERVER, dev.privacy.receiver_std[what] if dev else None)
+        if self.privacy is None:
+            return None
+        got[what], noise = self.privacy.receive(k, t, what, got[what], std)
+        return noise
 
     def _sync_devices(self, t: int) -> None:
         """Device modules UP from every device, sample-weighted mean DOWN to every device."""

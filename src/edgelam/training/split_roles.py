@@ -17,6 +17,7 @@ from edgelam.network.compute import activation_bytes, count_flops, parameter_byt
 from edgelam.seeding import derive_seed
 
 if TYPE_CHECKING:
+    from edgelam.training.privacy.protocol import DevicePrivacy
     from edgelam.training.split_fedft import DeviceData, SplitFedFTConfig
 
 __all__ = ["DeviceRole", "ServerRole"]
@@ -71,6 +72,7 @@ class ServerRole:
         self.params = list(self.named.values())
         self.optimizer = _optimizer(cfg.optimizer, self.params, cfg.lr, cfg)
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.noise_grads: list[torch.Tensor] | None = None  # cascade: sum_k w_k V_k^T Z_k
         self.flops = _FlopCounter(cfg.count_flops)
         self.held_bytes = parameter_bytes(backbone) - sum(
             p.numel() * p.element_size() for p in backbone.parameters() if id(p) in shared
@@ -84,13 +86,28 @@ class ServerRole:
         self.pending[k] = (emb, rep)
         return rep.detach()
 
-    def backward(self, k: int, jacobian: torch.Tensor, weight: float) -> torch.Tensor | None:
-        """Add ``weight * J_k^T dR_k/dtheta`` to the LoRA gradients; returns ``dL_k/dE_k``."""
+    def backward(
+        self, k: int, jacobian: torch.Tensor, weight: float, noise: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Add ``weight * J_k^T dR_k/dtheta`` to the LoRA gradients; returns ``dL_k/dE_k``.
+
+        With ``noise`` (the privacy noise inside ``jacobian``, ``[B_k, L, d]``) also adds
+        ``weight * noise^T dR_k/dtheta`` to :attr:`noise_grads` (the cascade measurement).
+        """
         emb, rep = self.pending.pop(k)
         if jacobian.shape != rep.shape:
             raise ValueError(
                 f"device {k}: jacobians {list(jacobian.shape)} != representations {list(rep.shape)}"
             )
+        if noise is not None:
+            grads = torch.autograd.grad(
+                rep, self.params, grad_outputs=noise, retain_graph=True, allow_unused=True
+            )
+            grads = [torch.zeros_like(p) if g is None else weight * g
+                     for p, g in zip(self.params, grads, strict=True)]  # fmt: skip
+            if self.noise_grads is not None:
+                grads = [a + g for a, g in zip(self.noise_grads, grads, strict=True)]
+            self.noise_grads = grads
         wrt = self.params + ([emb] if self.cfg.embedding_grad else [])
         grads = torch.autograd.grad(rep, wrt, grad_outputs=jacobian, allow_unused=True)
         for p, g in zip(self.params, grads, strict=False):
@@ -115,10 +132,12 @@ class ServerRole:
     def step(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.noise_grads = None
 
 
 class DeviceRole:
-    """Device ``k``: its copy of the embedding and task modules, its data and optimiser."""
+    """Device ``k``: its copy of the embedding and task modules, its data and optimiser, and
+    (``privacy``) its sampling, clip-and-noise mechanism and accountant."""
 
     def __init__(
         self,
@@ -127,10 +146,12 @@ class DeviceRole:
         loss_fn: Callable,
         data: DeviceData,
         cfg: SplitFedFTConfig,
+        privacy: DevicePrivacy | None = None,
     ) -> None:
         self.index, self.modules, self.loss_fn, self.data, self.cfg = (
             index, modules, loss_fn, data, cfg
         )  # fmt: skip
+        self.privacy = privacy
         task_ids = {id(p) for p in modules["task"].parameters()}
         if not cfg.embedding_grad:  # no gradient reaches the embedding: it does not train
             for p in modules["embedding"].parameters():
@@ -146,8 +167,13 @@ class DeviceRole:
         self.stats: dict[str, Any] = {}
 
     def embed(self, iteration: int) -> torch.Tensor:
-        """Step 1: embeddings ``[B_k, L, d]`` of this iteration's mini-batch."""
-        inputs, self.targets = self.data.batches(iteration)
+        """Step 1: embeddings ``[B_k, L, d]`` of this iteration's mini-batch (with privacy:
+        drawn by the privacy sampler, and clipped and noised if ``clip_embeddings``)."""
+        privacy = self.privacy
+        if privacy is None:
+            inputs, self.targets = self.data.batches(iteration)
+        else:
+            inputs, self.targets = privacy.batch(iteration, self.data)
         embedding = self.modules["embedding"]
         train = self.cfg.embedding_grad and any(p.requires_grad for p in embedding.parameters())
         with (
@@ -156,6 +182,9 @@ class DeviceRole:
         ):
             self.embeddings, self.context = embedding(inputs)
         self.inputs, self.train_embedding = inputs, train
+        if privacy is not None and privacy.config.clip_embeddings:
+            self.embeddings, sent = privacy.embeddings(iteration, self.embeddings)
+            return sent
         return self.embeddings.detach()
 
     def task_step(self, iteration: int, representations: torch.Tensor) -> torch.Tensor:
@@ -178,7 +207,11 @@ class DeviceRole:
             "device_flops": self._flops(rep.detach()),
             "memory": self.memory(rep.detach()),
         }
-        return rep.grad
+        if self.privacy is None:
+            return rep.grad
+        sent = self.privacy.jacobians(iteration, rep.grad)
+        self.stats["privacy"] = self.privacy.stats()
+        return sent
 
     def embedding_backward(self, grad: torch.Tensor) -> None:
         """Step 4 (``embedding_grad``): backpropagate ``dL_k/dE_k`` into the embedding module."""
