@@ -212,6 +212,27 @@ from edgelam.pretrain.command import pretrain_command  # noqa: E402
 cli.add_command(pretrain_command)
 
 
+@cli.group(cls=Group)
+def train() -> None:
+    """Wireless training: split FedFT vs. FedAvg over a simulated cell (bits, latency, energy)."""
+
+
+from edgelam.experiments.wireless_training_command import (  # noqa: E402
+    compare_command,
+    fedavg_command,
+    launch_command,
+    split_fedft_command,
+)
+
+for _command in (split_fedft_command, fedavg_command, compare_command):
+    train.add_command(_command)
+cli.add_command(launch_command)
+
+from edgelam.training.privacy.command import privacy_group  # noqa: E402
+
+cli.add_command(privacy_group)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="edgelam")
