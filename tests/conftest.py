@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -21,3 +22,13 @@ def tiny_channel_kwargs() -> dict:
         "future_slots": 2,
         "batch_size": 4,
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's runs, as in worker processes: the same kernels, the same
+    sums (numbers compared across runtimes depend on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -223,8 +223,9 @@ from edgelam.experiments.wireless_training_command import (  # noqa: E402
     launch_command,
     split_fedft_command,
 )
+from edgelam.training.looped_tp.command import looped_tp_command  # noqa: E402
 
-for _command in (split_fedft_command, fedavg_command, compare_command):
+for _command in (split_fedft_command, fedavg_command, compare_command, looped_tp_command):
     train.add_command(_command)
 cli.add_command(launch_command)
 
