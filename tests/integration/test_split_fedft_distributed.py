@@ -27,15 +27,15 @@ JOBS = {
                 "gpt2_lm": {"vocab_size": 24, "d_model": 16, "sequence_length": 8, "dropout": 0.1},
                 "split_fedft": {"iterations": 3, "batch_size": 8, "quantization": "int8",
                                 "seed": 3}},
+    # differential privacy: whole-sample clip + noise, Poisson batches, dropout on
+    "llm4cp-private": {"model": "llm4cp", "samples_per_device": [12, 20],
+                       "llm4cp": TINY_LLM4CP | {"normalization": "sample"},
+                       "split_fedft": {"iterations": 3, "batch_size": 8, "device_sync_every": 0,
+                                       "privacy": {"enabled": True, "noise_multiplier": 0.5,
+                                                   "clip_norm": 0.05, "clip_embeddings": True,
+                                                   "embedding_clip_norm": 2.0,
+                                                   "sampling": "poisson"}}},
 }  # fmt: skip
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the worker processes: the same kernels, the same sums
-    yield
-    torch.set_num_threads(threads)
 
 
 def _approx(value):
@@ -77,6 +77,14 @@ def test_distributed_run_equals_in_process_run(name, tmp_path, one_thread):
     assert json.loads((out / "transfers.json").read_text()) == local["transfers"]
     summary = read_summary(out)
     assert summary["runtime"] == "TorchDistributedLink" and summary["processes"] == 3
+    if name == "llm4cp-private":  # the same epsilons; the summary has the final (eps, delta)
+        assert [r["epsilon"] for r in records] == [r["epsilon"] for r in local["records"]]
+        assert records[0]["epsilon"] < records[-1]["epsilon"] == summary["epsilon"]
+        assert summary["delta"] == 1e-5 and summary["privacy"]["epsilon_per_device"] == [
+            row["epsilon"] for row in records[-1]["devices"]
+        ]
+    else:
+        assert summary["epsilon"] is None and summary["privacy"] is None
     if name == "gpt2-lm":
         assert all(len(r["scheduled"]) == 1 for r in records)
         assert len({r["scheduled"][0] for r in records}) == 2  # both devices were drawn

@@ -2,29 +2,25 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from edgelam.cli import cli
+from edgelam.config import ConfigError, from_dict
 from edgelam.experiments.wireless_training import run_wireless_training, wireless_profile
 from edgelam.experiments.wireless_training_report import COMPARISON_RUNS
-from edgelam.runs import read_metrics, read_summary
+from edgelam.network import Network, NetworkConfig
+from edgelam.runs import read_config, read_metrics, read_summary
+from edgelam.training.privacy.analysis import epsilon
+from edgelam.training.privacy.config import PrivacyConfig
 
 SUMMARY_KEYS = (
     "uplink_bits", "downlink_bits", "simulated_time_s", "energy_j", "final_train_loss",
     "test_nmse_db", "device_memory_bytes", "time_to_target_s", "bits_to_target",
     "energy_j_per_device", "final_val_nmse", "ledger", "lyapunov",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +179,97 @@ def test_train_commands_resume_and_refuse_another_config(cache, tmp_path, one_th
     assert other.exit_code == 2
 
 
+PRIVATE = """
+iterations = 6
+analog_power = "matched"
+[llm4cp]
+normalization = "sample"
+[split_fedft]
+device_sync_every = 0
+[split_fedft.privacy]
+enabled = true
+target_epsilon = 4.0
+clip_embeddings = true
+clip_norm = 0.05
+embedding_clip_norm = 2.0
+uplink = "analog"
+"""
+
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory, cache, one_thread):
+    """``edgelam train split-fedft --profile tiny`` with the ``[split_fedft.privacy]`` above:
+    whole-sample DP at epsilon 4 over the analog uplink at matched power, 6 iterations."""
+    path = tmp_path_factory.mktemp("private")
+    (path / "private.toml").write_text(PRIVATE)
+    args = ["train", "split-fedft", "--profile", "tiny", "--cache-dir", cache, "-q",
+            "--config", str(path / "private.toml"), "--out", str(path / "run")]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "privacy: epsilon = " in result.output
+    return path / "run"
+
+
+def test_private_run_reports_an_epsilon_that_grows_as_the_accountant_says(private_run):
+    s, recs = read_summary(private_run), rounds(private_run)
+    p = s["privacy"]
+    assert s["epsilon"] == p["epsilon"] == recs[-1]["epsilon"] and s["delta"] == 1e-5
+    assert 0 < s["epsilon"] <= 4.0 * (1 + 1e-6)  # calibrated to the target over 6 iterations
+    assert p["epsilon_per_device"] == recs[-1]["epsilon_per_device"]
+    assert s["epsilon"] == max(p["epsilon_per_device"])
+    epsilons = [r["epsilon"] for r in recs]
+    assert all(b > a for a, b in zip(epsilons, epsilons[1:], strict=False)), epsilons
+    # every device took part in every round: its epsilon is that of t identical subsampled
+    # Gaussian steps (sigma / (2 sqrt 2), embeddings and Jacobians released)
+    for t, r in enumerate(recs, start=1):
+        assert r["scheduled"] == [0, 1, 2]
+        for k, eps in enumerate(r["epsilon_per_device"]):
+            q, sigma = p["sample_rate_per_device"][k], p["noise_multiplier_per_device"][k]
+            n = round(wireless_profile("tiny").batch_size / q)
+            want = epsilon(sigma / (2 * math.sqrt(2)), q, t, 1e-5, sampling="fixed",
+                           relation="replace_one", dataset_size=n)  # fmt: skip
+            assert eps == pytest.approx(want, rel=1e-9), (t, k)
+    assert math.isfinite(s["test_nmse_db"]) and recs[0]["cascade"]["jacobian_snr_db"] < 0
+
+
+def test_analog_uplink_takes_its_channels_and_powers_from_the_network(private_run):
+    s, recs = read_summary(private_run), rounds(private_run)
+    config = read_config(private_run)
+    network = Network(from_dict(NetworkConfig, config["network"]))
+    llm = config["llm4cp"]
+    entries = llm["history_slots"] * llm["backbone"]["d_model"]  # D of each released row
+    clip, max_dbm = 0.05, network.config.device_tx_power_dbm
+    for t, r in enumerate(recs):
+        assert r["uplink_snr_db"] == pytest.approx(network.round(t).uplink_snr_db.tolist())
+        for k in range(3):
+            sigma = r["privacy_per_device"][k]["noise_multiplier"]
+            # P* = N0 / (g D sigma^2): the SNR at P* is 1 / (D sigma^2)
+            p_star = max_dbm - r["uplink_snr_db"][k] - 10 * math.log10(entries * sigma**2)
+            assert r["privacy_transmit_power_dbm"][k] == pytest.approx(p_star)
+            assert r["transmit_power_dbm"][k] == pytest.approx(min(max_dbm, p_star))
+            assert r["transmit_power_saved_db"][k] == pytest.approx(max_dbm - min(max_dbm, p_star))
+            jac = r["privacy_per_device"][k]["jacobians"]
+            assert p_star < max_dbm  # (the tiny cell's SNRs): receiver noise = privacy noise
+            assert jac["receiver_std"] == pytest.approx(sigma * clip, rel=1e-9)
+            assert jac["device_std"] < 1e-6 * sigma * clip
+    p = s["privacy"]
+    assert p["uplink"] == "analog" and p["analog_power"] == "matched"
+    assert min(p["transmit_power_saved_db_per_device"]) > 0
+    energies = zip(p["analog_uplink_energy_j_per_device"],
+                   p["digital_uplink_energy_j_per_device"], strict=True)  # fmt: skip
+    assert all(0 < analog < digital for analog, digital in energies)
+
+
+def test_privacy_is_refused_for_the_fedavg_schemes():
+    cfg = wireless_profile("tiny", "fedavg-lora")
+    sf = dataclasses.replace(cfg.split_fedft, device_sync_every=0,
+                             privacy=PrivacyConfig(enabled=True, noise_multiplier=1.0))  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="split_fedft.privacy.enabled: .* split-fedft scheme only"
+    ):
+        dataclasses.replace(cfg, split_fedft=sf)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -190,6 +277,15 @@ def test_train_commands_resume_and_refuse_another_config(cache, tmp_path, one_th
         ('[allocation]\npolicy = "best"\n', "allocation.policy: 'best' is not one of"),
         ('scheme = "fedavg-full"\n', "scheme: the config file says 'fedavg-full'"),
         ("iterations = 5\n", "iterations: must be a multiple of fedavg.local_steps=2, got 5"),
+        (
+            PRIVATE.replace('normalization = "sample"', 'normalization = "batch"'),
+            "llm4cp.normalization: must be 'sample' with split_fedft.privacy.enabled",
+        ),
+        (
+            PRIVATE.replace("device_sync_every = 0", "device_sync_every = 2"),
+            "split_fedft.device_sync_every: must be 0 with privacy enabled",
+        ),
+        ('analog_power = "min"\n', "analog_power: 'min' is not one of ['max', 'matched']"),
     ],
 )
 def test_a_malformed_config_gives_a_one_line_error(text, message, tmp_path):

@@ -66,6 +66,7 @@ __all__ = [
     "build_job_model",
     "build_device_data",
     "run_split_fedft",
+    "final_privacy",
     "launch",
     "main",
 ]
@@ -284,9 +285,11 @@ def run_split_fedft(
 ) -> dict[str, Any] | None:
     """Run ``job`` on ``link`` (default in-process) and, on the server, write ``out``.
 
-    ``out`` gets ``config.json``, ``metrics.jsonl`` (one record per iteration),
-    ``summary.json``, ``transfers.json`` (every ledger row), ``lora.safetensors`` (the
-    server's trainable backbone state) and ``device_modules.safetensors`` (``device<k>.<name>``).
+    ``out`` gets ``config.json``, ``metrics.jsonl`` (one record per iteration; with privacy
+    ``epsilon`` and ``delta``), ``summary.json`` (with privacy the final ``epsilon`` and
+    ``delta``, :func:`final_privacy`), ``transfers.json`` (every ledger row),
+    ``lora.safetensors`` (the server's trainable backbone state) and
+    ``device_modules.safetensors`` (``device<k>.<name>``).
 
     Returns:
         On the server's process ``{"records", "lora", "device_states", "transfers", "memory"}``;
@@ -329,14 +332,38 @@ def _write_run(run: RunDir, result: dict[str, Any], link: Link, seconds: float) 
     save_file({f"device{k}.{n}": v.contiguous() for k, s in states.items() for n, v in s.items()},
               run.path / "device_modules.safetensors")  # fmt: skip
     atomic_write_text(run.path / "transfers.json", json.dumps(result["transfers"]))
+    privacy = final_privacy(result["records"], link.num_devices)
     run.write_summary({
         "runtime": type(link).__name__,
         "processes": link.num_devices + 1 if isinstance(link, TorchDistributedLink) else 1,
         "final_loss": result["records"][-1]["loss"],
+        "epsilon": privacy and privacy["epsilon"],
+        "delta": privacy and privacy["delta"],
+        "privacy": privacy,
         "wall_seconds": seconds,
         **link.ledger.summary(),
         "memory": result["memory"],
     })  # fmt: skip
+
+
+def final_privacy(records: Sequence[dict[str, Any]], num_devices: int) -> dict[str, Any] | None:
+    """The final ``(epsilon, delta)`` of a private run's records: ``epsilon`` (the largest
+    device's), ``delta`` and ``epsilon_per_device`` (each device's latest; 0 if it never took
+    part); None without privacy.
+
+    >>> rows = [{"device": 1, "epsilon": 0.5}]
+    >>> final_privacy([{"epsilon": 0.5, "delta": 1e-5, "devices": rows}], 2)["epsilon_per_device"]
+    [0.0, 0.5]
+    """
+    if not records or "epsilon" not in records[-1]:
+        return None
+    latest = [0.0] * num_devices
+    for record in records:
+        for row in record["devices"]:
+            if "epsilon" in row:
+                latest[row["device"]] = row["epsilon"]
+    return {"epsilon": records[-1]["epsilon"], "delta": records[-1]["delta"],
+            "epsilon_per_device": latest}  # fmt: skip
 
 
 def launch(

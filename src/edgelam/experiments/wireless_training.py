@@ -22,6 +22,14 @@ Run directory: ``config.json``, ``metrics.jsonl`` (``kind="init"``: the validati
 training; ``kind="round"``: one record per split-FedFT iteration or FedAvg round) and
 ``summary.json``. :func:`~edgelam.experiments.wireless_training_report.run_comparison` runs every
 scheme and writes the comparison and its plots.
+
+Differential privacy (``[split_fedft.privacy]``, docs/privacy.md) applies to ``split-fedft``:
+each device clips and noises what it sends up and accounts its own (epsilon, delta); every round
+records epsilon and ``summary.json`` the final one. It needs ``split_fedft.device_sync_every =
+0`` and ``llm4cp.normalization = 'sample'`` (kept with the pre-trained backbone, which was
+pre-trained with 'batch'). With ``uplink = 'analog'`` each device's channel gain, transmit power
+and the server's receiver noise come from the simulated cell
+(:class:`~edgelam.experiments.wireless_training_privacy.NetworkUplink`, ``analog_power``).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ __all__ = [
     "WirelessTrainingConfig",
     "WIRELESS_PROFILES",
     "wireless_profile",
+    "resolve_config",
     "run_wireless_training",
 ]
 
@@ -120,6 +129,13 @@ class WirelessTrainingConfig:
     )
     cache_dir: str = option("data/casestudy", "where generated CSI datasets are cached")
     num_threads: int = option(0, "torch CPU threads for the run (0: torch's default)")
+    analog_power: Literal["max", "matched"] = option(
+        "max",
+        "transmit power of the analog private uplink (split_fedft.privacy.uplink = 'analog'): "
+        "max (network.device_tx_power_dbm; the device injects what the receiver noise leaves) "
+        "or matched (the least of that and the power at which the receiver noise alone is the "
+        "privacy noise: the device injects nothing and saves power)",
+    )
     seed: int = option(0, "seed of the user split, partitions, model init and training")
     channel: ChannelConfig = field(
         default_factory=lambda: ChannelConfig(num_samples=1000),
@@ -179,6 +195,11 @@ class WirelessTrainingConfig:
                     f"{name}: must be a multiple of fedavg.local_steps={steps}, "
                     f"got {getattr(self, name)}"
                 )
+        if self.analog_power not in ("max", "matched"):
+            raise ConfigError(
+                f"analog_power: {self.analog_power!r} is not one of ['max', 'matched']"
+            )
+        self._check_privacy()
         shape = {k: getattr(self.channel, k)
                  for k in ("history_slots", "future_slots", "num_subcarriers")}  # fmt: skip
         wrong = {
@@ -192,6 +213,22 @@ class WirelessTrainingConfig:
                                                batch_size=self.batch_size, seed=self.seed)  # fmt: skip
         self.fedavg = dataclasses.replace(self.fedavg, rounds=self.iterations // steps,
                                           batch_size=self.batch_size, seed=self.seed)  # fmt: skip
+
+    def _check_privacy(self) -> None:
+        """The constraints of ``split_fedft.privacy`` (the sub-config checks device sync)."""
+        if not self.split_fedft.privacy.enabled:
+            return
+        if self.scheme != "split-fedft":
+            raise ConfigError(
+                f"split_fedft.privacy.enabled: differential privacy is implemented for the "
+                f"split-fedft scheme only, not {self.scheme!r}; set it to false for this scheme"
+            )
+        if self.llm4cp.normalization != "sample":
+            raise ConfigError(
+                f"llm4cp.normalization: must be 'sample' with split_fedft.privacy.enabled, got "
+                f"{self.llm4cp.normalization!r} ('batch' shares one mean/std across the batch, so "
+                'clipping each sample bounds nothing); set [llm4cp] normalization = "sample"'
+            )
 
     @property
     def is_split(self) -> bool:
@@ -262,6 +299,27 @@ def wireless_profile(name: str, scheme: str | None = None) -> WirelessTrainingCo
     return cfg if scheme is None else dataclasses.replace(cfg, scheme=scheme)
 
 
+def resolve_config(cfg: WirelessTrainingConfig) -> WirelessTrainingConfig:
+    """``cfg`` with its backbone resolved as in the case study (what ``config.json`` records).
+
+    The pre-trained backbone brings its architecture, including its 'batch' normalisation; a
+    configured ``llm4cp.normalization = 'sample'`` is kept (privacy needs it; the model is then
+    built with the checkpoint's and switched, see
+    :func:`~edgelam.experiments.wireless_training_privacy.build_predictor`).
+    """
+    from edgelam.experiments.casestudy import resolve_backbone
+
+    # resolve with privacy off (the intermediate 'batch' config would be refused), then put the
+    # normalisation and the privacy section back
+    normalization, split = cfg.llm4cp.normalization, cfg.split_fedft
+    off = dataclasses.replace(split, privacy=dataclasses.replace(split.privacy, enabled=False))
+    out = resolve_backbone(dataclasses.replace(cfg, split_fedft=off))  # type: ignore[arg-type]
+    llm = out.llm4cp  # (resolve_backbone reads and sets only the backbone/llm4cp fields)
+    if normalization == "sample":
+        llm = dataclasses.replace(llm, normalization="sample")
+    return dataclasses.replace(out, llm4cp=llm, split_fedft=split)
+
+
 def run_wireless_training(
     cfg: WirelessTrainingConfig,
     out: str | Path,
@@ -274,7 +332,7 @@ def run_wireless_training(
 
     Args:
         cfg: the run's config (its backbone is resolved as in the case study before it is
-            recorded in ``config.json``).
+            recorded in ``config.json``; ``llm4cp.normalization = 'sample'`` is kept).
         out: the run directory.
         resume: if ``out`` holds a finished run of the same config, keep it; an unfinished one
             (no ``summary.json``) starts over (runs are deterministic: the same numbers).
@@ -288,10 +346,9 @@ def run_wireless_training(
         FileExistsError: ``out`` holds a run with a different config (or any run, with neither
             ``resume`` nor ``overwrite``).
     """
-    from edgelam.experiments.casestudy import resolve_backbone
     from edgelam.experiments.wireless_training_run import open_run, train
 
-    cfg = resolve_backbone(cfg)  # type: ignore[arg-type]  (same backbone/llm4cp fields)
+    cfg = resolve_config(cfg)
     run = open_run(Path(out), to_dict(cfg), resume=resume, overwrite=overwrite)
     if run is None:
         return Path(out)

@@ -70,8 +70,10 @@ def _train(scheme: str, profile: str, out: Path | None, overwrite: bool, quiet: 
         f"simulated time {s['simulated_time_s']:.1f} s (to NMSE {s['target_loss']}: "
         f"{'not reached' if target is None else f'{target:.1f} s'}); device energy "
         f"{s['energy_j']:.1f} J; device memory {s['device_memory_bytes'] / 1e6:.1f} MB\n"
-        f"run directory: {out}"
-    )
+        + (f"privacy: epsilon = {float(s['epsilon']):.4g} at delta = {s['delta']:g} "
+           "(the largest device's)\n" if s.get("epsilon") is not None else "")
+        + f"run directory: {out}"
+    )  # fmt: skip
 
 
 @click.command("split-fedft")

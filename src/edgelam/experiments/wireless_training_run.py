@@ -25,7 +25,14 @@ from edgelam.channels.store import CSIFile, generate_dataset
 from edgelam.distributed.transport import InProcessTransport, state_bits
 from edgelam.experiments.casestudy import dataset_path
 from edgelam.experiments.wireless_accounting import DEMAND_KEYS, WirelessAccountant
-from edgelam.models.adapters import build_llm4cp, trainable_state
+from edgelam.experiments.wireless_training_privacy import (
+    ClippedEmbeddingModel,
+    NetworkUplink,
+    build_predictor,
+    privacy_summary,
+    round_fields,
+)
+from edgelam.models.adapters import trainable_state
 from edgelam.models.layers import seeded
 from edgelam.network import TransferLedger, activation_bytes, count_flops, parameter_bytes
 from edgelam.progress import progress_bar
@@ -167,19 +174,43 @@ class _SplitScheme:
         self.ledger = transport.ledger
         self.unit = None
         if acct.schedules:  # one probe iteration of a copy, every device: its unit demand
-            probe_cfg = dataclasses.replace(sf, device_sync_every=0)
+            no_privacy = dataclasses.replace(sf.privacy, enabled=False)  # the same bits
+            probe_cfg = dataclasses.replace(sf, device_sync_every=0, privacy=no_privacy)
             probe = SplitFedFT(probe_cfg, copy.deepcopy(model), device_data)
             self.unit = _split_demand(probe.run_iteration(), self.k)[0]
-        self.algo = SplitFedFT(sf, model, device_data, InProcessLink(self.k, transport))
+        self.uplink = None
+        if sf.privacy.enabled:  # the analog uplink's channels come from the simulated cell
+            entries = cfg.llm4cp.history_slots * model.backbone.config.n_embd
+            self.uplink = NetworkUplink(acct.network, entries, cfg.analog_power)
+        self.algo = SplitFedFT(sf, model, device_data, InProcessLink(self.k, transport),
+                               uplink_channel=self.uplink)  # fmt: skip
+        if self.uplink is not None:
+            self.uplink.noise_multiplier = {
+                k: dev.privacy.noise_multiplier for k, dev in self.algo.devices.items()
+            }
 
     def step(self, r: int, scheduled: list[int] | None) -> tuple[dict, dict, dict | None]:
         record = self.algo.run_iteration(scheduled)
         train, sync = _split_demand(record, self.k)
-        return {"scheduled": record["scheduled"], "train_loss": record["loss"]}, train, sync
+        fields = {"scheduled": record["scheduled"], "train_loss": record["loss"]}
+        if self.uplink is not None:
+            fields |= round_fields(record, self.algo.privacy.epsilon, self.uplink,
+                                   self.algo.config.privacy)  # fmt: skip
+        return fields, train, sync
 
     def global_model(self) -> nn.Module:
         _global_split_model(self.algo)
+        privacy = self.algo.config.privacy
+        if privacy.enabled and privacy.clip_embeddings:  # evaluated as the backbone trained
+            return ClippedEmbeddingModel(self.algo.split, privacy.embedding_clip_norm)
         return self.model
+
+    def privacy_summary(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """``summary.json``'s ``privacy`` section (None without privacy)."""
+        if self.uplink is None:
+            return None
+        devices = {k: dev.privacy for k, dev in self.algo.devices.items()}
+        return privacy_summary(records, self.algo.config.privacy, self.uplink, devices)
 
     def memory(self) -> tuple[dict[str, int], dict[str, Any]]:
         """The largest device footprint (bytes) and the server's."""
@@ -248,6 +279,9 @@ class _FedAvgScheme:
     def memory(self) -> tuple[dict[str, int], dict[str, Any]]:
         return self._memory, {}
 
+    def privacy_summary(self, records: list[dict[str, Any]]) -> None:
+        return None
+
 
 # -- the loop ----------------------------------------------------------------------------------
 def _db(x: float) -> float:
@@ -270,7 +304,7 @@ def train(cfg: Any, run: RunDir, *, progress: bool, start: float) -> dict[str, A
 
 def _train(cfg: Any, run: RunDir, *, progress: bool, start: float) -> dict[str, Any]:
     data = load_data(cfg, progress)
-    model, info = build_llm4cp(cfg.llm4cp, seed=cfg.seed)
+    model, info = build_predictor(cfg.llm4cp, seed=cfg.seed)
     sizes = [len(ds) for ds in data.train]
     acct = WirelessAccountant(cfg, [n / sum(sizes) for n in sizes])
     scheme = (_SplitScheme if cfg.is_split else _FedAvgScheme)(cfg, model, data, acct)
@@ -304,10 +338,16 @@ def _train(cfg: Any, run: RunDir, *, progress: bool, start: float) -> dict[str, 
     test = _evaluate(scheme.global_model(), data.test, cfg, data.speeds_kmh)
     memory, extra_memory = scheme.memory()
     summary = _summary(cfg, records, init, test, acct, scheme.ledger, memory, info, data)
-    summary |= {"device_memory": memory, **extra_memory,
+    privacy = scheme.privacy_summary(records)
+    summary |= {"device_memory": memory, **extra_memory, "privacy": privacy,
+                "epsilon": privacy and privacy["epsilon"], "delta": privacy and privacy["delta"],
                 "wall_seconds": time.perf_counter() - start}  # fmt: skip
     run.write_summary(summary)
     return summary
+
+
+_MODEL_KEYS = ("total_params", "trainable_params", "pretrained", "backbone", "trainable",
+               "normalization")  # fmt: skip
 
 
 def _summary(cfg, records, init, test, acct, ledger, memory, info, data) -> dict[str, Any]:
@@ -358,9 +398,6 @@ def _summary(cfg, records, init, test, acct, ledger, memory, info, data) -> dict
         "bits_to_target": hit["cumulative_bits"] if hit else None,
         "iterations_to_target": hit["iteration"] if hit else None,
         "lyapunov": acct.lyapunov_summary(),
-        "model": {
-            k: info[k]
-            for k in ("total_params", "trainable_params", "pretrained", "backbone", "trainable")
-        },  # fmt: skip
+        "model": {k: info[k] for k in _MODEL_KEYS},
         "partition": data.partition,
     }

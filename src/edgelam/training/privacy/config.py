@@ -67,7 +67,7 @@ class PrivacyConfig:
             check_parameters(epsilon=self.target_epsilon)
         if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ConfigError(
-                "privacy: give exactly one of noise_multiplier and target_epsilon, got "
+                "noise_multiplier: give exactly one of noise_multiplier and target_epsilon, got "
                 f"noise_multiplier={self.noise_multiplier}, target_epsilon={self.target_epsilon}"
             )
 
