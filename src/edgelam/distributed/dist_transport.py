@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from edgelam.config import ConfigError, build_config, option, to_dict
+from edgelam.distributed.torchrun import process_group, torchrun
 from edgelam.distributed.transport import InProcessTransport
 from edgelam.models.adapters import apply_lora, build_llm4cp
 from edgelam.models.layers import seeded
@@ -366,43 +367,11 @@ def final_privacy(records: Sequence[dict[str, Any]], num_devices: int) -> dict[s
             "epsilon_per_device": latest}  # fmt: skip
 
 
-def launch(
-    nproc: int,
-    args: Sequence[str],
-    *,
-    nnodes: int = 1,
-    node_rank: int = 0,
-    rdzv_endpoint: str | None = None,
-    timeout: float | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess:
-    """Start ``torchrun`` (``python -m torch.distributed.run``) on this module.
-
-    Args:
-        nproc: processes on this node (one node: ``num_devices + 1``).
-        args: the entry point's arguments, e.g. ``["--config", "job.toml", "--out", "runs/x"]``.
-        nnodes, node_rank, rdzv_endpoint: multi-node rendezvous (``host:port`` of node 0);
-            one node without an endpoint uses ``--standalone`` (a free local port).
-        timeout: seconds before the run is killed (``subprocess.TimeoutExpired``).
-        check: raise ``subprocess.CalledProcessError`` on a non-zero exit.
-
-    Returns:
-        The completed process (stdout/stderr are inherited, not captured).
-    """
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if nnodes == 1 and rdzv_endpoint is None:
-        cmd.append("--standalone")
-    else:
-        if rdzv_endpoint is None:
-            raise ValueError("launch: rdzv_endpoint (host:port of node 0) is needed for nnodes > 1")
-        cmd += [
-            f"--nnodes={nnodes}",
-            f"--node-rank={node_rank}",
-            f"--rdzv-endpoint={rdzv_endpoint}",
-        ]
-    cmd += ["-m", "edgelam.distributed.dist_transport"]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run([*cmd, *args], env=env, timeout=timeout, check=check)
+def launch(nproc: int, args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Start ``torchrun`` on this module (:func:`~edgelam.distributed.torchrun.torchrun`; one
+    node: ``nproc = num_devices + 1``; ``nnodes``, ``node_rank``, ``rdzv_endpoint``, ``timeout``,
+    ``check`` as there)."""
+    return torchrun("edgelam.distributed.dist_transport", nproc, args, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,7 +384,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="run directory (written by rank 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     try:
         job = build_config(SplitFedFTJob, args.config)
     except ConfigError as err:
@@ -428,15 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if nccl:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if nccl else "gloo")
     try:
-        link = TorchDistributedLink(job.split_fedft.quantization, device)
-        run_split_fedft(job, link, args.out, device, overwrite=args.overwrite)
+        with process_group("nccl" if nccl else "gloo"):
+            link = TorchDistributedLink(job.split_fedft.quantization, device)
+            run_split_fedft(job, link, args.out, device, overwrite=args.overwrite)
     except ConfigError as err:
-        print(f"error (rank {dist.get_rank()}): {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    finally:
-        dist.destroy_process_group()
     return 0
 
 

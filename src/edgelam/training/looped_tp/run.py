@@ -15,38 +15,25 @@ reference does, so both give the same numbers).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from edgelam.config import ConfigError, build_config
+from edgelam.distributed.torchrun import process_group, torchrun
 from edgelam.training.looped_tp.runtime import TorchDistTPLink
 from edgelam.training.looped_tp.train import LoopedTPConfig, train_looped_tp
 
 __all__ = ["launch", "main"]
 
 
-def launch(nproc: int, args: Sequence[str], *, timeout: float | None = None,
-           check: bool = True) -> subprocess.CompletedProcess:  # fmt: skip
-    """Start ``torchrun --standalone`` with ``nproc`` processes on this module (one node).
-
-    Args:
-        nproc: ``devices + 1``.
-        args: the entry point's arguments, e.g. ``["--config", "job.json", "--out", "runs/x"]``.
-        timeout: seconds before the run is killed (``subprocess.TimeoutExpired``).
-        check: raise ``subprocess.CalledProcessError`` on a non-zero exit.
-
-    Returns:
-        The completed process (stdout/stderr inherited).
-    """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", "edgelam.training.looped_tp.run", *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, env=env, timeout=timeout, check=check)
+def launch(nproc: int, args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Start ``torchrun`` on this module (:func:`~edgelam.distributed.torchrun.torchrun`;
+    ``nproc = devices + 1``; ``timeout``, ``check`` and the multi-node options as there)."""
+    return torchrun("edgelam.training.looped_tp.run", nproc, args, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,25 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-resume", action="store_true", help="do not resume a run in --out")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     try:
         cfg = build_config(LoopedTPConfig, args.config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    dist.init_process_group("gloo")
     try:
-        link = TorchDistTPLink(getattr(torch, cfg.dtype))
-        train_looped_tp(cfg, args.out, link, resume=not args.no_resume, overwrite=args.overwrite,
-                        progress=False)  # fmt: skip
-        # leave together: a rank that tears down gloo while the server still exports aborts
-        # ("terminate called without an active exception")
-        dist.barrier()
+        with process_group("gloo"):
+            link = TorchDistTPLink(getattr(torch, cfg.dtype))
+            train_looped_tp(cfg, args.out, link, resume=not args.no_resume,
+                            overwrite=args.overwrite, progress=False)  # fmt: skip
     except (ConfigError, FileExistsError) as err:
-        print(f"error (rank {dist.get_rank()}): {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    finally:
-        dist.destroy_process_group()
     return 0
 
 
