@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from edgelam.airinterface.prediction import ARPredictor, NoPrediction
-from edgelam.airinterface.prediction.evaluate import evaluate_predictor
+from edgelam.airinterface.prediction.evaluate import evaluate_predictor, train_early_stopped
 from edgelam.channels.dataset import (
     CSIPredictionDataset,
     normalization_stats,
@@ -47,9 +46,6 @@ from edgelam.training.looped_tp.predictor import (
     load_looped_predictor,
     read_checkpoint,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pretrain_transfer import train_early_stopped  # noqa: E402
 
 EDGES = (0.0, 40.0, 80.0, 121.0)
 
@@ -90,7 +86,7 @@ def evaluate_file(path: Path, args: argparse.Namespace, name: str) -> dict:
         if steps:
             trainer = FedAvg(dataclasses.replace(fed), model, [Client(0, train)],
                              communicate=False)  # fmt: skip
-            row[f"{cand}_best_step"] = train_early_stopped(trainer, val, kwargs, args.check)
+            row[f"{cand}_best_step"] = train_early_stopped(trainer, val, args.check, **kwargs)
         row[cand] = evaluate_predictor(model, test, **kwargs)["nmse_db"]
         row[f"{cand}_seconds"] = time.perf_counter() - start
     for cand, model in (("ar", ARPredictor(order=8, shared_over_subcarriers=True)),

@@ -20,14 +20,13 @@ Writes JSON (default ``benchmarks/results/pretrain_transfer.json``)::
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import time
 from pathlib import Path
 
 from edgelam.airinterface.prediction import ARPredictor, NoPrediction
-from edgelam.airinterface.prediction.evaluate import evaluate_predictor
+from edgelam.airinterface.prediction.evaluate import evaluate_predictor, train_early_stopped
 from edgelam.channels.dataset import (
     CSIPredictionDataset,
     normalization_stats,
@@ -53,23 +52,6 @@ def lam_config(checkpoint: str | None, parts: tuple[str, ...], arch: dict) -> LL
                         res_dim=arch["res_dim"], res_layers=arch["res_layers"],
                         normalization=arch["normalization"], backbone=backbone,
                         trainable="lora", pretrained_parts=parts)  # fmt: skip
-
-
-def train_early_stopped(trainer: FedAvg, val, kwargs: dict, every: int) -> int:
-    """Train all rounds, validating every ``every``; restore the best state; return its step."""
-
-    def snapshot() -> dict:
-        return copy.deepcopy(trainer.state_dict())
-
-    best = (evaluate_predictor(trainer.model, val, **kwargs)["nmse_db"], 0, snapshot())
-    while trainer.round < trainer.config.rounds:
-        trainer.run_round()
-        if trainer.round % every == 0 or trainer.round == trainer.config.rounds:
-            nmse = evaluate_predictor(trainer.model, val, **kwargs)["nmse_db"]
-            if nmse < best[0]:
-                best = (nmse, trainer.round, snapshot())
-    trainer.load_state_dict(best[2])
-    return best[1] * trainer.config.local_steps
 
 
 def main() -> None:
@@ -123,7 +105,7 @@ def main() -> None:
             if steps:
                 trainer = FedAvg(dataclasses.replace(fed), model, [Client(0, train)],
                                  communicate=False)  # fmt: skip
-                row[f"{name}_best_step"] = train_early_stopped(trainer, val, kwargs, args.check)
+                row[f"{name}_best_step"] = train_early_stopped(trainer, val, args.check, **kwargs)
             row[name] = evaluate_predictor(model, test, **kwargs)["nmse_db"]
             row[f"{name}_seconds"] = time.perf_counter() - start
         for name, model in (("ar", ARPredictor(order=8, shared_over_subcarriers=True)),

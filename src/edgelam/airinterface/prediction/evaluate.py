@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,7 +19,10 @@ from edgelam.airinterface.prediction.metrics import (
 )
 from edgelam.channels.dataset import CSIPredictionDataset
 
-__all__ = ["evaluate_predictor"]
+if TYPE_CHECKING:
+    from edgelam.training.fedavg import FedAvg
+
+__all__ = ["evaluate_predictor", "train_early_stopped"]
 
 
 @torch.no_grad()
@@ -91,3 +95,33 @@ def evaluate_predictor(
         "se_perfect": se.perfect,
         "se_ratio": se.ratio,
     }
+
+
+def train_early_stopped(
+    trainer: FedAvg, val: CSIPredictionDataset, every: int, **eval_kwargs: Any
+) -> int:
+    """Run all of ``trainer``'s rounds, scoring :func:`evaluate_predictor` NMSE on ``val`` every
+    ``every`` rounds (and at the start and end); restore the best state.
+
+    Args:
+        trainer: a :class:`~edgelam.training.fedavg.FedAvg` (its model is the predictor).
+        val: the validation users.
+        every: rounds between validations.
+        **eval_kwargs: :func:`evaluate_predictor`'s keyword arguments.
+
+    Returns:
+        The local step of the state kept (0: the untrained one).
+    """
+
+    def score() -> float:
+        return evaluate_predictor(trainer.model, val, **eval_kwargs)["nmse_db"]
+
+    best = (score(), 0, copy.deepcopy(trainer.state_dict()))
+    while trainer.round < trainer.config.rounds:
+        trainer.run_round()
+        if trainer.round % every == 0 or trainer.round == trainer.config.rounds:
+            nmse = score()
+            if nmse < best[0]:
+                best = (nmse, trainer.round, copy.deepcopy(trainer.state_dict()))
+    trainer.load_state_dict(best[2])
+    return best[1] * trainer.config.local_steps
