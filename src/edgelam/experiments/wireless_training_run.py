@@ -39,7 +39,7 @@ from edgelam.progress import progress_bar
 from edgelam.runs import RunDir
 from edgelam.training.fedavg import Client, FedAvg, collate
 from edgelam.training.split_fedft import InProcessLink, SplitFedFT, dataset_batches, per_device
-from edgelam.training.split_roles import _training_memory
+from edgelam.training.split_roles import training_memory
 
 __all__ = ["WirelessData", "load_data", "open_run", "train"]
 
@@ -258,7 +258,7 @@ class _FedAvgScheme:
             self.flops = fed.local_steps * count_flops(model, x, backward=True)
             acts = activation_bytes(model, x)
         params = [p for p in model.parameters() if p.requires_grad]
-        self._memory = _training_memory(parameter_bytes(model), params, fed.optimizer, fed, acts)
+        self._memory = training_memory(parameter_bytes(model), params, fed.optimizer, fed, acts)
         self.unit = {"uplink_bits": [bits] * self.k, "downlink_bits": [bits] * self.k,
                      "device_flops": [self.flops] * self.k, "server_flops": [0] * self.k}  # fmt: skip
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from edgelam.training.privacy.protocol import DevicePrivacy
     from edgelam.training.split_fedft import DeviceData, SplitFedFTConfig
 
-__all__ = ["DeviceRole", "ServerRole"]
+__all__ = ["DeviceRole", "ServerRole", "training_memory"]
 
 
 def _optimizer(kind: str, params: list[nn.Parameter], lr: float, cfg: SplitFedFTConfig):
@@ -46,7 +46,7 @@ class _FlopCounter:
         return self.cache[key, shapes, backward]
 
 
-def _training_memory(
+def training_memory(
     held: int, params: list[nn.Parameter], optimizer: str, cfg: SplitFedFTConfig, acts: int
 ) -> dict[str, int]:
     """Parameters held, gradients + optimiser state of the trainable ones (Adam: 2 copies,
@@ -127,7 +127,7 @@ class ServerRole:
             acts = sum(
                 activation_bytes(self.backbone, e.detach().requires_grad_()) for e in batches
             )
-        return _training_memory(self.held_bytes, self.params, self.cfg.optimizer, self.cfg, acts)
+        return training_memory(self.held_bytes, self.params, self.cfg.optimizer, self.cfg, acts)
 
     def step(self) -> None:
         self.optimizer.step()
@@ -237,7 +237,7 @@ class DeviceRole:
                 acts = activation_bytes(self.modules["task"], rep.requires_grad_(), self.context)
                 if self.train_embedding:
                     acts += activation_bytes(self.modules["embedding"], self.inputs)
-            self._memory = _training_memory(
+            self._memory = training_memory(
                 parameter_bytes(self.modules),
                 self.params,
                 self.cfg.device_optimizer,
