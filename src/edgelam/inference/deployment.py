@@ -16,12 +16,20 @@ request, averaged over classes by rate :math:`\lambda_c` (:math:`\Lambda = \sum_
 
 where :math:`D_c` is the class's critical-path latency without queueing (access upload,
 transfers between stage nodes, compute :math:`\tau_{v,n}` = FLOPs / node FLOP/s, transfer back,
-access download) and the second sum is the congestion term: by Little's law, the rate-weighted
-waiting time of all requests equals the mean number waiting, :math:`\rho^2/(1-\rho)` per node in
-the M/M/1 approximation. Constraints: memory per node, and :math:`\rho_n \le \rho_{max}`.
+access download) and the second sum is the congestion term. Each node serves the requests it
+holds by *processor sharing* (an accelerator time-sliced among the concurrent requests of the
+microservices it hosts). For an M/G/1-PS queue a request of work :math:`\tau` stays
+:math:`\tau / (1 - \rho)` on average, whatever the work distribution (insensitivity), so the
+rate-weighted extra delay of all requests at node :math:`n` is exactly
+:math:`\sum_i \lambda_i \tau_i \rho_n / (1 - \rho_n) = \rho_n^2 / (1 - \rho_n)`: linear
+routing loads enter one convex function per node. (The only approximation: arrivals at
+downstream stages are not exactly Poisson.) Constraints: memory per node, and
+:math:`\rho_n \le \rho_{max}`.
 
-:func:`evaluate` also reports the M/G/1 (Pollaczek-Khinchine, deterministic service) estimate
-that the discrete-event simulator (:mod:`edgelam.inference.simulator`) is compared against.
+:func:`evaluate` also reports the estimate for first-come-first-served nodes instead
+(Pollaczek-Khinchine M/G/1 with deterministic work, ``mg1_latency_s``), which is much larger when
+long and short requests share a node; the discrete-event simulator
+(:mod:`edgelam.inference.simulator`) checks both.
 """
 
 from __future__ import annotations
@@ -54,7 +62,8 @@ Class = tuple[str, int]
 
 
 def congestion(rho: float) -> float:
-    """M/M/1 mean number waiting, :math:`\\rho^2 / (1 - \\rho)` (infinite at or above 1)."""
+    """Rate-weighted extra delay of a processor-sharing node, :math:`\\rho^2 / (1 - \\rho)` (the
+    M/M/1 mean number waiting; infinite at or above 1)."""
     return math.inf if rho >= 1 else rho * rho / (1.0 - rho)
 
 
