@@ -233,6 +233,10 @@ from edgelam.training.privacy.command import privacy_group  # noqa: E402
 
 cli.add_command(privacy_group)
 
+from edgelam.airinterface.beamforming.command import beamform_group  # noqa: E402
+
+cli.add_command(beamform_group)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
