@@ -237,6 +237,10 @@ from edgelam.airinterface.beamforming.command import beamform_group  # noqa: E40
 
 cli.add_command(beamform_group)
 
+from edgelam.inference.migration.command import migrate_group  # noqa: E402
+
+cli.add_command(migrate_group)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
