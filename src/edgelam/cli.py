@@ -234,7 +234,11 @@ from edgelam.training.privacy.command import privacy_group  # noqa: E402
 cli.add_command(privacy_group)
 
 from edgelam.airinterface.beamforming.command import beamform_group  # noqa: E402
+from edgelam.airinterface.beamforming.graph_lam_command import (  # noqa: E402
+    beamform_train_command,
+)
 
+beamform_group.add_command(beamform_train_command)
 cli.add_command(beamform_group)
 
 from edgelam.inference.migration.command import migrate_group  # noqa: E402
