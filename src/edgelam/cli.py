@@ -242,7 +242,9 @@ beamform_group.add_command(beamform_train_command)
 cli.add_command(beamform_group)
 
 from edgelam.inference.migration.command import migrate_group  # noqa: E402
+from edgelam.inference.orchestration.command import orchestrate_group  # noqa: E402
 
+cli.add_command(orchestrate_group)
 cli.add_command(migrate_group)
 
 
