@@ -241,9 +241,13 @@ from edgelam.airinterface.beamforming.graph_lam_command import (  # noqa: E402
 beamform_group.add_command(beamform_train_command)
 cli.add_command(beamform_group)
 
+from edgelam.inference.command import deploy_group  # noqa: E402
+from edgelam.inference.diffusion_command import train_diffusion_command  # noqa: E402
 from edgelam.inference.migration.command import migrate_group  # noqa: E402
 from edgelam.inference.orchestration.command import orchestrate_group  # noqa: E402
 
+deploy_group.add_command(train_diffusion_command)
+cli.add_command(deploy_group)
 cli.add_command(orchestrate_group)
 cli.add_command(migrate_group)
 

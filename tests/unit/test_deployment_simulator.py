@@ -249,3 +249,31 @@ def test_infeasible_or_unrouted_deployment_is_rejected() -> None:
     with pytest.raises(SimulationError, match="warmup_s"):
         simulate(inst, dep, duration_s=10.0, warmup_s=10.0)
     assert not math.isnan(evaluate(inst, dep).objective_s)
+
+
+def test_fcfs_estimate_counts_a_chain_on_one_node_as_one_job() -> None:
+    # Two chained stages (0.3 s then 0.2 s) on one FCFS node next to a one-stage class: the
+    # second stage joins the queue as the first leaves (behind only what arrived meanwhile), so
+    # P-K with the chain as one 0.5 s job estimates the waiting far better than two independent
+    # visits (measured: simulated 514 ms, chain as one job 489 ms, two visits 443 ms).
+    services = {
+        "m0": _service("m0", 0.3e3),
+        "m1": _service("m1", 0.2e3),
+        "m2": _service("m2", 0.1e3),
+    }
+    chain = Flow(
+        "chain", "", (Stage("a", "m0", user_input_bytes=1e4), Stage("b", "m1", inputs=("a",)))
+    )
+    single = Flow("single", "", (Stage("s", "m2", user_input_bytes=1e4),))
+    inst = Instance([Node("n0", "server", TFLOPS, 1e4)], [],
+                    [Demand("chain", 0, 0.8), Demand("single", 0, 1.0)],
+                    Catalog(services, {"chain": chain, "single": single}))  # fmt: skip
+    dep = route(inst, {s: [0] for s in services})
+    no_queue = evaluate(inst, dep).latency_s
+    rho, rate = 0.5, 1.8  # 0.8 * 0.5 + 1.0 * 0.1
+    as_one_job = no_queue + (0.8 * 0.5**2 + 1.0 * 0.1**2) / (2 * (1 - rho))
+    two_visits = no_queue + (0.8 * (0.3**2 + 0.2**2) + 0.1**2) / (2 * (1 - rho)) * 2.6 / rate
+    res = simulate(inst, dep, duration_s=60_000.0, warmup_s=1000.0, seed=6, discipline="fcfs")
+    assert res.mg1_latency_s == pytest.approx(as_one_job, rel=1e-12)
+    assert res.mean_latency_s == pytest.approx(as_one_job, rel=0.08)
+    assert abs(res.mean_latency_s - as_one_job) < 0.5 * abs(res.mean_latency_s - two_visits)

@@ -27,8 +27,9 @@ downstream stages are not exactly Poisson.) Constraints: memory per node, and
 :math:`\rho_n \le \rho_{max}`.
 
 :func:`evaluate` also reports the estimate for first-come-first-served nodes instead
-(Pollaczek-Khinchine M/G/1 with deterministic work, ``mg1_latency_s``), which is much larger when
-long and short requests share a node; the discrete-event simulator
+(Pollaczek-Khinchine M/G/1 with deterministic work, ``mg1_latency_s``; a request's consecutive
+stages on one node count as one job), which is much larger when long and short requests share a
+node; the discrete-event simulator
 (:mod:`edgelam.inference.simulator`) checks both.
 """
 
@@ -267,12 +268,22 @@ def evaluate(inst: Instance, dep: Deployment) -> Evaluation:
             lat[f"{d.flow}@{d.node}"] = math.inf
             weighted = math.inf
             continue
-        for s in flow.stages:
-            n = nodes[s.id]
-            tau = service_time(inst, d.flow, s.id, n)
+        # FCFS estimate: a stage that continues its only input on the same node (and is that
+        # input's only consumer) joins the node's queue as it leaves it, so the run of such
+        # stages counts as one job of their summed work.
+        head: dict[str, str] = {}
+        runs: dict[str, float] = {}
+        for sid in flow.topological_order():
+            s, n = flow.stage[sid], nodes[sid]
+            tau = service_time(inst, d.flow, sid, n)
             rho[n] += d.rate * tau
-            second_moment[n] += d.rate * tau * tau
-            visits[n] += d.rate
+            u = s.inputs[0] if len(s.inputs) == 1 else None
+            alone = u is not None and sum(u in c.inputs for c in flow.stages) == 1
+            head[sid] = head[u] if alone and nodes[u] == n else sid
+            runs[head[sid]] = runs.get(head[sid], 0.0) + tau
+        for h, work in runs.items():
+            second_moment[nodes[h]] += d.rate * work * work
+            visits[nodes[h]] += d.rate
         lat[f"{d.flow}@{d.node}"] = D = class_latency(inst, dep, d.flow, d.node, nodes)
         weighted += d.rate * D
     for n in range(n_nodes):
