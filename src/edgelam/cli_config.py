@@ -10,6 +10,7 @@ file. Options default to ``None`` so that only flags the user gave override the
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import types
 import typing
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import click
 
 from edgelam.config import build_config
 
-__all__ = ["config_options", "config_from_cli"]
+__all__ = ["command_line", "config_options", "config_from_cli"]
 
 
 def _click_type(tp: Any) -> tuple[Any, int, bool]:
@@ -93,3 +94,23 @@ def config_from_cli(cls: type, kwargs: dict[str, Any], base: Any = None) -> Any:
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     overrides = {k: v for k, v in overrides.items() if v != ()}  # unused repeated option
     return build_config(cls, kwargs.pop("config_file", None), overrides, base=base)
+
+
+def command_line(command: list[str], params: dict[str, Any]) -> str:
+    """The command as given, rebuilt from its parsed options (recorded with a run's outputs).
+
+    >>> command_line(["edgelam", "pretrain"], {"steps": 10, "quiet": True, "seed": None})
+    'edgelam pretrain --steps 10 --quiet'
+    """
+    words = list(command)
+    for name, value in params.items():
+        if value is None or value is False or value == ():
+            continue
+        flag = "--" + name.replace("_", "-").removesuffix("-file")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, tuple):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)

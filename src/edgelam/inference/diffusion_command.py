@@ -8,32 +8,15 @@ command resumes an interrupted run; labelled instances are never solved twice.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import rich_click as click
 
-from edgelam.cli_config import config_from_cli, config_options
+from edgelam.cli_config import command_line, config_from_cli, config_options
 from edgelam.inference.diffusion_train import DiffusionTrainConfig
 
 __all__ = ["train_diffusion_command"]
-
-
-def _command_line(params: dict[str, Any]) -> str:
-    """The command as given, rebuilt from the parsed options (recorded in training.json)."""
-    words = ["edgelam", "deploy", "train-diffusion"]
-    for name, value in params.items():
-        if value is None or value is False or value == ():
-            continue
-        flag = "--" + name.replace("_", "-").removesuffix("-file")
-        if value is True:
-            words.append(flag)
-        elif isinstance(value, tuple):
-            words += [flag, *map(str, value)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
 
 
 @click.command("train-diffusion")
@@ -55,7 +38,9 @@ def train_diffusion_command(out: Path, overwrite: bool, quiet: bool, **kwargs: A
     from edgelam.inference.diffusion_train import train_diffusion
     from edgelam.runs import read_summary
 
-    command = _command_line({**kwargs, "out": out, "overwrite": overwrite})
+    command = command_line(
+        ["edgelam", "deploy", "train-diffusion"], {**kwargs, "out": out, "overwrite": overwrite}
+    )
     cfg = config_from_cli(DiffusionTrainConfig, kwargs)
     ckpt = train_diffusion(cfg, out, overwrite=overwrite, progress=not quiet, command=command)
     summary = read_summary(out)

@@ -7,32 +7,15 @@ then flags. Re-running the same command resumes an interrupted run from its last
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import rich_click as click
 
-from edgelam.cli_config import config_from_cli, config_options
+from edgelam.cli_config import command_line, config_from_cli, config_options
 from edgelam.pretrain.train import PRETRAIN_PROFILES, PretrainConfig
 
 __all__ = ["pretrain_command"]
-
-
-def _command_line(params: dict[str, Any]) -> str:
-    """The command as given, rebuilt from the parsed options (for the model card)."""
-    words = ["edgelam", "pretrain"]
-    for name, value in params.items():
-        if value is None or value is False or value == ():
-            continue
-        flag = "--" + name.replace("_", "-").removesuffix("-file")
-        if value is True:
-            words.append(flag)
-        elif isinstance(value, tuple):
-            words += [flag, *map(str, value)]
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
 
 
 @click.command("pretrain")
@@ -67,7 +50,7 @@ def pretrain_command(
     from edgelam.pretrain.train import pretrain, pretrain_profile
     from edgelam.runs import read_summary
 
-    command = _command_line({"profile": profile, **kwargs, "out": out})
+    command = command_line(["edgelam", "pretrain"], {"profile": profile, **kwargs, "out": out})
     cfg = config_from_cli(PretrainConfig, kwargs, base=pretrain_profile(profile))
     out = out or Path(f"runs/pretrain-{profile}")
     path = pretrain(
