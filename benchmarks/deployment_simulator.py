@@ -7,11 +7,11 @@ with FCFS nodes, each with deterministic and with exponential work, and the simu
 p95 / p99 latency is set against
 
 * ``objective_s``: the analytical objective (critical path + M/G/1-PS congestion term);
-* ``mg1_latency_s``: the Pollaczek-Khinchine (M/G/1-FCFS, deterministic work) estimate;
-* ``merged_mg1_s`` (FCFS rows; a diagnostic of this script, not of the library): the same P-K
-  estimate when consecutive stages of one request on the same node count as *one* visit whose
-  work is their sum (second moment ``(sum tau)^2`` deterministic, ``(sum tau)^2 + sum tau^2``
-  exponential) -- what the simulation shows to be the main error of the per-stage estimate.
+* ``mg1_latency_s``: the Pollaczek-Khinchine (M/G/1-FCFS, deterministic work) estimate, which
+  counts consecutive stages of one request on the same node as one job;
+* ``merged_mg1_s`` (FCFS rows): the same estimate computed here independently, with the second
+  moment of the work model simulated (``(sum tau)^2`` deterministic, ``(sum tau)^2 + sum tau^2``
+  exponential).
 
     .venv/bin/python benchmarks/deployment_simulator.py
 
