@@ -229,7 +229,7 @@ def test_cli_round_trip(tmp_path) -> None:
                                        "10", "--json", "--out", str(sol_path)])  # fmt: skip
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    for key in ("objective_s", "feasible", "solve_time_s", "placement", "routing", "gap",
+    for key in ("objective", "objective_s", "feasible", "solve_time_s", "placement", "routing", "gap",
                 "lower_bound_s", "status", "memory_total_mb", "utilisation", "instances"):  # fmt: skip
         assert key in out, key
     assert out["feasible"] and out["lower_bound_s"] <= out["objective_s"]

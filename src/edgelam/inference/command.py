@@ -133,6 +133,7 @@ def solution_summary(dep: Any, ev: Any) -> dict[str, Any]:
     out = {
         "method": dep.method,
         "shared": dep.shared,
+        "objective": ev.objective_s,  # mean request latency J in seconds (= objective_s)
         "objective_s": ev.objective_s,
         "feasible": ev.feasible,
         "violations": ev.violations,
