@@ -28,7 +28,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgelam.config import ConfigError
+
 __all__ = [
+    "RunConfigError",
     "RunDir",
     "atomic_write_text",
     "library_versions",
@@ -71,6 +74,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class RunConfigError(ConfigError):
+    """A run directory holds a run of another config, and resuming it was asked for."""
+
+
 @dataclass
 class RunDir:
     """A run directory on disk. Create with :meth:`create`, reopen with :meth:`open`."""
@@ -91,7 +98,7 @@ class RunDir:
         Raises:
             FileExistsError: the directory already holds a run and neither ``overwrite`` nor
                 ``resume`` is set (a run is never silently clobbered).
-            ValueError: ``resume`` with a config that differs from the stored one.
+            RunConfigError: ``resume`` with a config that differs from the stored one.
         """
         path = Path(path)
         cfg_path = path / CONFIG_FILE
@@ -103,7 +110,10 @@ class RunDir:
             if resume:
                 stored = read_config(path)
                 if stored != record["config"]:
-                    raise ValueError(f"{path}: cannot resume, config differs from {cfg_path}")
+                    raise RunConfigError(
+                        f"{path}: cannot resume, config differs from {cfg_path}; use another "
+                        "output directory, or start over (overwrite; CLI: --overwrite)"
+                    )
                 return cls(path)
             if not overwrite:
                 raise FileExistsError(f"{path} already holds a run; pass overwrite or resume")

@@ -192,10 +192,7 @@ def train_diffusion(
     cfg = config
     if overwrite:
         (out / "checkpoints" / "last.pt").unlink(missing_ok=True)
-    try:
-        run = RunDir.create(out, to_dict(cfg), overwrite=overwrite, resume=resume and not overwrite)
-    except ValueError as err:  # resuming with another config
-        raise ConfigError(f"{err}; pass overwrite (--overwrite) to start over") from None
+    run = RunDir.create(out, to_dict(cfg), overwrite=overwrite, resume=resume and not overwrite)
     data_dir = Path(cfg.dataset_dir) if cfg.dataset_dir else out / "dataset"
     manifest = build_dataset(cfg.dataset_spec(), data_dir, cfg.instances, progress=progress)
     items = load_dataset(data_dir, cfg.instances)

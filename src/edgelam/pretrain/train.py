@@ -266,13 +266,7 @@ def pretrain(
         FileExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite``.
         ConfigError: resuming a run whose stored config differs from ``cfg``.
     """
-    try:
-        run = RunDir.create(out_dir, to_dict(cfg), resume=resume, overwrite=overwrite)
-    except ValueError as err:  # resuming a run of another config
-        raise ConfigError(
-            f"{err}; use another output directory, or start over (resume=False, overwrite=True; "
-            "CLI: --no-resume --overwrite)"
-        ) from err
+    run = RunDir.create(out_dir, to_dict(cfg), resume=resume, overwrite=overwrite)
     ckpt = run.path / "checkpoints" / "last.pt"
     if not resume:
         ckpt.unlink(missing_ok=True)

@@ -253,12 +253,7 @@ def train_graph_lam(
     from edgelam.airinterface.beamforming.graph_lam_eval import Validator, evaluate_run
     from edgelam.pretrain.train import warmup_cosine
 
-    try:
-        run = RunDir.create(out_dir, to_dict(cfg), resume=resume, overwrite=overwrite)
-    except ValueError as err:
-        raise ConfigError(
-            f"{err}; use another output directory, or start over (CLI: --no-resume --overwrite)"
-        ) from err
+    run = RunDir.create(out_dir, to_dict(cfg), resume=resume, overwrite=overwrite)
     ckpt = checkpoint_dir(run.path)
     if resume and (run.path / "summary.json").exists():
         return run.path

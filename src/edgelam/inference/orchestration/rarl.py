@@ -240,7 +240,7 @@ def train_rarl(cfg: RARLConfig, out: str | Path, *, resume: bool = True, overwri
     out = Path(out)
     try:
         run = RunDir.create(out, to_dict(cfg), resume=resume and not overwrite, overwrite=overwrite)
-    except (ValueError, FileExistsError) as err:
+    except FileExistsError as err:
         raise ConfigError(f"{err}; use another --out or --overwrite") from err
     if overwrite:
         (out / CHECKPOINT).unlink(missing_ok=True)

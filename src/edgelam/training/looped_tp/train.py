@@ -228,10 +228,7 @@ def train_looped_tp(cfg: LoopedTPConfig, out_dir: str | Path, link: TPLink | Non
     is_server, out_dir = link.owns(SERVER), Path(out_dir)
     run = None
     if is_server:
-        try:
-            run = RunDir.create(out_dir, to_dict(cfg), resume=resume, overwrite=overwrite)
-        except ValueError as err:
-            raise ConfigError(f"{err}; use another directory or --no-resume --overwrite") from err
+        run = RunDir.create(out_dir, to_dict(cfg), resume=resume, overwrite=overwrite)
         if not resume:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     link.agree(None)  # the run directory exists before anyone writes into it
