@@ -161,6 +161,16 @@ class RunDir:
         """Where a plot called ``name`` (``.png`` appended if missing) belongs."""
         return self.path / (name if name.endswith(".png") else f"{name}.png")
 
+    def save_figure(self, fig: Any, name: str, *, dpi: int = 130) -> Path:
+        """Lay out, save (as :meth:`plot_path` ``(name)``) and close a matplotlib figure."""
+        import matplotlib.pyplot as plt
+
+        fig.tight_layout()
+        path = self.plot_path(name)
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+        return path
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (plus a newline) to ``path`` so that readers see the old or the new file."""

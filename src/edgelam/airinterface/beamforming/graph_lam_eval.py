@@ -301,11 +301,7 @@ def plot_size_generalisation(run_path: str | Path, name: str = "sum_rate_vs_size
     ax.set_ylabel("sum rate [% of WMMSE]")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = run.plot_path(name)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return run.save_figure(fig, name)
 
 
 def plot_pilots(run_path: str | Path, name: str = "sum_rate_vs_pilot_snr") -> Path:
@@ -324,8 +320,4 @@ def plot_pilots(run_path: str | Path, name: str = "sum_rate_vs_pilot_snr") -> Pa
     ax.set_ylabel("sum rate [% of perfect-CSI WMMSE]")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = run.plot_path(name)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return run.save_figure(fig, name)

@@ -279,8 +279,4 @@ def plot_federated(run_path: str | Path, name: str = "federated_gain") -> Path:
     ax.set_ylabel("sum rate [% of WMMSE]")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = run.plot_path(name)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return run.save_figure(fig, name)
