@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,11 @@ class Flow:
             stages.append(d)
         return {"description": self.description, "stages": stages}
 
-    @property
+    # A flow is immutable, so what is derived from its stages is computed once: solvers evaluate
+    # deployments thousands of times and read these in their inner loops.
+    @cached_property
     def stage(self) -> dict[str, Stage]:
+        """Stage id -> stage (do not modify)."""
         return {s.id: s for s in self.stages}
 
     def services(self) -> list[str]:
@@ -227,8 +231,12 @@ class Flow:
 
     def sinks(self) -> list[str]:
         """Stages whose output goes back to the user."""
+        return list(self._sinks)
+
+    @cached_property
+    def _sinks(self) -> tuple[str, ...]:
         read = {i for s in self.stages for i in s.inputs}
-        return [s.id for s in self.stages if s.id not in read]
+        return tuple(s.id for s in self.stages if s.id not in read)
 
     def topological_order(self) -> list[str]:
         """Stage ids in an order where every stage follows its inputs (Kahn's algorithm).
@@ -237,6 +245,10 @@ class Flow:
             CatalogError: duplicate ids, unknown inputs, a source without user input, or a cycle
                 (the message lists the stages on it).
         """
+        return list(self._order)
+
+    @cached_property
+    def _order(self) -> tuple[str, ...]:
         where = f"flow {self.name!r}"
         ids = [s.id for s in self.stages]
         if len(set(ids)) != len(ids):
@@ -262,7 +274,7 @@ class Flow:
                         order.append(s.id)
         if len(order) != len(ids):
             raise CatalogError(f"{where}: cycle among stages {[i for i in ids if i not in order]}")
-        return order
+        return tuple(order)
 
 
 @dataclass
