@@ -253,20 +253,18 @@ def evaluate(inst: Instance, dep: Deployment) -> Evaluation:
     for d in inst.demands:
         nodes = dep.routing.get((d.flow, d.node))
         flow = cat.flows[d.flow]
-        bad = nodes is None or any(s.id not in nodes for s in flow.stages)
-        if not bad:
-            for s in flow.stages:
-                n = nodes[s.id]
-                if not 0 <= n < n_nodes or n not in dep.hosts(d.flow, s.service):
-                    violations.append(
-                        f"class ({d.flow}, node {d.node}): stage {s.id} routed to node {n}, which does not host {dep.key(d.flow, s.service)}"
-                    )
-                    bad = True
-        if bad:
-            if nodes is None or any(s.id not in nodes for s in flow.stages):
-                violations.append(f"class ({d.flow}, node {d.node}): not routed")
-            lat[f"{d.flow}@{d.node}"] = math.inf
-            weighted = math.inf
+        if nodes is None or any(s.id not in nodes for s in flow.stages):
+            problems = [f"class ({d.flow}, node {d.node}): not routed"]
+        else:
+            problems = [
+                f"class ({d.flow}, node {d.node}): stage {s.id} routed to node {nodes[s.id]}, "
+                f"which does not host {dep.key(d.flow, s.service)}"
+                for s in flow.stages
+                if not 0 <= nodes[s.id] < n_nodes or nodes[s.id] not in dep.hosts(d.flow, s.service)
+            ]
+        if problems:
+            violations += problems
+            lat[f"{d.flow}@{d.node}"] = weighted = math.inf
             continue
         # FCFS estimate: a stage that continues its only input on the same node (and is that
         # input's only consumer) joins the node's queue as it leaves it, so the run of such
